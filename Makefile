@@ -1,0 +1,39 @@
+# RideShare DBaaS. `make run` starts the whole system; `make test` passes every test on a
+# fresh machine (it installs and starts ZooKeeper and RabbitMQ from Debian's packages).
+
+GO      ?= go
+BIN     := bin/rideshare
+PKGS    := ./...
+export CGO_ENABLED := 0
+
+.PHONY: all build run test unit lint services services-stop clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '-s -w' -o $(BIN) ./cmd/rideshare
+
+run: build
+	./$(BIN) up
+
+# Everything: format and vet, then every test with the race detector (which needs cgo).
+test: lint services build
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(PKGS)
+
+# Unit tests only: no ZooKeeper or RabbitMQ needed.
+unit:
+	CGO_ENABLED=1 RIDESHARE_SKIP_ZK=1 $(GO) test -race -short -count=1 $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+services:
+	bash scripts/services.sh
+
+services-stop:
+	bash scripts/services.sh stop
+
+clean:
+	rm -rf bin data

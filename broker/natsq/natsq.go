@@ -1,0 +1,189 @@
+// Package natsq carries the broker's queues on NATS: writeQ and readQ are queue-group
+// subjects served request/reply (responseQ is the requester's reply inbox), syncQ a plain
+// subject every slave subscribes to.
+package natsq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/rideshare/rideshare/broker"
+)
+
+// Broker is a broker.Broker on one NATS connection.
+type Broker struct {
+	URL    string
+	Name   string // connection name, shown by the server
+	Logger *slog.Logger
+	// InProcess, if set, connects to an embedded server without a socket.
+	InProcess nats.InProcessConnProvider
+
+	nc     *nats.Conn
+	shared bool // the connection belongs to the caller
+}
+
+var _ broker.Broker = (*Broker)(nil)
+
+// New returns a broker for the NATS server at url.
+func New(url, name string) *Broker { return &Broker{URL: url, Name: name, Logger: slog.Default()} }
+
+// Open connects. The connection reconnects by itself, forever, after a server restart.
+func (b *Broker) Open(ctx context.Context) error {
+	nc, err := Connect(b.URL, b.Name, b.InProcess, b.Logger)
+	if err != nil {
+		return err
+	}
+	b.nc = nc
+	return nil
+}
+
+// Conn is the underlying connection (the sync log shares it).
+func (b *Broker) Conn() *nats.Conn { return b.nc }
+
+// Connect opens a NATS connection that retries forever and logs its state changes.
+func Connect(url, name string, inProcess nats.InProcessConnProvider, logger *slog.Logger) (*nats.Conn, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(100 * time.Millisecond),
+		nats.PingInterval(2 * time.Second),
+		nats.MaxPingsOutstanding(2),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				logger.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { logger.Info("nats reconnected") }),
+	}
+	if inProcess != nil {
+		opts = append(opts, nats.InProcessServer(inProcess))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// Call sends a request and waits for its answer.
+func (b *Broker) Call(ctx context.Context, queue string, body []byte) ([]byte, error) {
+	msg, err := b.nc.RequestWithContext(ctx, queue, body)
+	switch {
+	case err == nil:
+		return msg.Data, nil
+	case errors.Is(err, nats.ErrNoResponders):
+		return nil, fmt.Errorf("%s: %w", queue, broker.ErrNoConsumer)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return nil, fmt.Errorf("%s: %w", queue, broker.ErrTimeout)
+	}
+	return nil, fmt.Errorf("%s: %w", queue, err)
+}
+
+type subscription struct {
+	sub    *nats.Subscription
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+	once   sync.Once
+	err    error
+}
+
+func (s *subscription) Stop() error {
+	s.once.Do(func() {
+		s.err = s.sub.Unsubscribe()
+		s.wg.Wait()
+		s.cancel()
+	})
+	return s.err
+}
+
+// Consume serves queue as a member of its queue group.
+func (b *Broker) Consume(ctx context.Context, queue string, concurrency int, h broker.Handler) (broker.Subscription, error) {
+	if concurrency < 1 {
+		concurrency = 1
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s := &subscription{cancel: cancel}
+	slots := make(chan struct{}, concurrency)
+	sub, err := b.nc.QueueSubscribe(queue, queue, func(m *nats.Msg) {
+		// The callback runs on the subscription's one goroutine: waiting for a slot here
+		// bounds the handlers in flight and leaves the rest queued for other consumers.
+		slots <- struct{}{}
+		s.wg.Add(1)
+		go func() {
+			defer func() { <-slots; s.wg.Done() }()
+			reply := h(ctx, m.Data)
+			if m.Reply != "" {
+				if err := m.Respond(reply); err != nil {
+					b.Logger.Warn("answer lost", "queue", queue, "err", err)
+				}
+			}
+		}()
+	})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("consume %s: %w", queue, err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		cancel()
+		return nil, err
+	}
+	s.sub = sub
+	// Flush so that once Consume returns the server routes requests here.
+	if err := b.nc.FlushTimeout(5 * time.Second); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("consume %s: %w", queue, err)
+	}
+	return s, nil
+}
+
+// PublishSync fans an entry out on syncQ.
+func (b *Broker) PublishSync(_ context.Context, body []byte) error {
+	if err := b.nc.Publish(broker.SyncQ, body); err != nil {
+		return fmt.Errorf("publish on %s: %w", broker.SyncQ, err)
+	}
+	return nil
+}
+
+// SubscribeSync receives syncQ messages in order on one goroutine.
+func (b *Broker) SubscribeSync(ctx context.Context, fn func(body []byte)) (broker.Subscription, error) {
+	_, cancel := context.WithCancel(ctx)
+	s := &subscription{cancel: cancel}
+	sub, err := b.nc.Subscribe(broker.SyncQ, func(m *nats.Msg) { fn(m.Data) })
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("subscribe %s: %w", broker.SyncQ, err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		cancel()
+		return nil, err
+	}
+	s.sub = sub
+	if err := b.nc.FlushTimeout(5 * time.Second); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("subscribe %s: %w", broker.SyncQ, err)
+	}
+	return s, nil
+}
+
+// Close drains and closes the connection.
+func (b *Broker) Close() error {
+	if b.nc == nil || b.shared {
+		return nil
+	}
+	b.nc.Close()
+	return nil
+}
+
+// FromConn returns a broker on an open connection, which the caller closes.
+func FromConn(nc *nats.Conn, logger *slog.Logger) *Broker {
+	return &Broker{URL: nc.ConnectedUrl(), Logger: logger, nc: nc, shared: true}
+}

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/rideshare/rideshare/broker/natsq"
+	"github.com/rideshare/rideshare/broker/synclog"
+	"github.com/rideshare/rideshare/httpsvc/gateway"
+	"github.com/rideshare/rideshare/httpsvc/rides"
+	"github.com/rideshare/rideshare/httpsvc/users"
+	"github.com/rideshare/rideshare/metrics"
+	"github.com/rideshare/rideshare/orchestrator"
+	"github.com/rideshare/rideshare/orchestrator/client"
+	"github.com/rideshare/rideshare/orchestrator/procrt"
+)
+
+// upConfig is everything `rideshare up` can be told.
+type upConfig struct {
+	data                              string
+	gatewayAddr, usersAddr, ridesAddr string
+	orchestratorAddr                  string
+	slaves                            int
+	scaleInterval                     time.Duration
+	amqp                              string
+	coord                             coordFlags
+	runtime                           string
+	adminToken                        string
+	writeTimeout, readTimeout         time.Duration
+	logLevel                          string
+	// workerCommand runs a worker; default: this executable's "worker" subcommand.
+	workerCommand []string
+	workerEnv     []string
+}
+
+func (c *upConfig) flags(name string) *flag.FlagSet {
+	fs := newFlags(name, "Runs everything on one machine: gateway, users, rides, the orchestrator with an embedded NATS JetStream\n(all four queues and the sync log), and 1 master + --slaves slave workers as child processes.\nPrints one line when the system is ready. SIGINT/SIGTERM stop everything.")
+	fs.StringVar(&c.data, "data", "./data", "data directory (sync log, worker databases)")
+	fs.StringVar(&c.gatewayAddr, "gateway", "127.0.0.1:8080", "gateway (load balancer) listen address")
+	fs.StringVar(&c.usersAddr, "users", "127.0.0.1:8081", "users service listen address")
+	fs.StringVar(&c.ridesAddr, "rides", "127.0.0.1:8082", "rides service listen address")
+	fs.StringVar(&c.orchestratorAddr, "orchestrator", "127.0.0.1:8083", "orchestrator (DBaaS API) listen address")
+	fs.IntVar(&c.slaves, "slaves", 1, "slave workers to run beside the master")
+	fs.DurationVar(&c.scaleInterval, "scale-interval", 2*time.Minute, "autoscaling interval")
+	fs.StringVar(&c.amqp, "amqp", "", "RabbitMQ URL for the four queues (e.g. amqp://guest:guest@127.0.0.1:5672/); empty: embedded NATS")
+	fs.StringVar(&c.coord.zk, "zk", "", "ZooKeeper servers host:port,…; empty: the embedded coordinator")
+	fs.StringVar(&c.coord.zkRoot, "zk-root", "/rideshare", "ZooKeeper root path")
+	fs.DurationVar(&c.coord.sessionTimeout, "session-timeout", 3*time.Second, "coordination session timeout (how fast a dead worker is noticed)")
+	fs.StringVar(&c.runtime, "runtime", "process", "worker runtime: process")
+	fs.StringVar(&c.adminToken, "admin-token", "", "if set, required as 'Authorization: Bearer <token>' on the database and crash APIs")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "how long a write waits for a master (failovers included)")
+	fs.DurationVar(&c.readTimeout, "read-timeout", 10*time.Second, "how long a read waits for a slave")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	return fs
+}
+
+func cmdUp(ctx context.Context, args []string) error {
+	var cfg upConfig
+	fs := cfg.flags("up")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	logger, err := newLogger(cfg.logLevel)
+	if err != nil {
+		return err
+	}
+	st, err := startStack(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("rideshare is up: %s (users %s, rides %s, orchestrator %s, data %s)\n",
+		st.GatewayURL, st.UsersURL, st.RidesURL, st.OrchestratorURL, cfg.data)
+	<-ctx.Done()
+	logger.Info("shutting down")
+	return st.Close()
+}
+
+// stack is a running `rideshare up`.
+type stack struct {
+	GatewayURL, UsersURL, RidesURL, OrchestratorURL string
+	Orchestrator                                    *orchestrator.Orchestrator
+	Runtime                                         *procrt.Runtime
+	NATS                                            *natsq.Server
+
+	closers []func() error // run in reverse order by Close
+}
+
+func (s *stack) onClose(f func() error) { s.closers = append(s.closers, f) }
+
+// Close stops everything in the reverse order of start.
+func (s *stack) Close() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i]())
+	}
+	s.closers = nil
+	return errors.Join(errs...)
+}
+
+func listen(addr string) (net.Listener, string, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return l, "http://" + l.Addr().String(), nil
+}
+
+func (s *stack) serve(l net.Listener, h http.Handler, logger *slog.Logger) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("http server stopped", "addr", l.Addr().String(), "err", err)
+		}
+	}()
+	s.onClose(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(ctx)
+	})
+}
+
+// startStack starts every component of `rideshare up` and waits until the database is ready.
+func startStack(ctx context.Context, cfg upConfig, logger *slog.Logger) (_ *stack, err error) {
+	st := &stack{}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	if cfg.amqp != "" {
+		return nil, errors.New("--amqp is not supported yet: the queues run on the embedded NATS server")
+	}
+	if cfg.runtime != "process" {
+		return nil, fmt.Errorf("--runtime %q is not supported yet (use process)", cfg.runtime)
+	}
+	// Listen first, so every service knows the others' real addresses (ports may be 0).
+	var lg, lu, lr, lo net.Listener
+	if lg, st.GatewayURL, err = listen(cfg.gatewayAddr); err != nil {
+		return st, err
+	}
+	st.onClose(lg.Close)
+	if lu, st.UsersURL, err = listen(cfg.usersAddr); err != nil {
+		return st, err
+	}
+	st.onClose(lu.Close)
+	if lr, st.RidesURL, err = listen(cfg.ridesAddr); err != nil {
+		return st, err
+	}
+	st.onClose(lr.Close)
+	if lo, st.OrchestratorURL, err = listen(cfg.orchestratorAddr); err != nil {
+		return st, err
+	}
+	st.onClose(lo.Close)
+
+	if err := startDatabase(ctx, cfg, logger, st); err != nil {
+		return st, err
+	}
+	o := st.Orchestrator
+	st.serve(lo, o.Handler(), logger)
+
+	db := client.New(st.OrchestratorURL, cfg.adminToken)
+	us := &users.Service{DB: db, Logger: logger.With("component", "users"), Registry: metrics.NewRegistry()}
+	st.serve(lu, us.Handler(), logger)
+	rs := &rides.Service{DB: db, UsersURL: st.GatewayURL, Origin: st.RidesURL,
+		Logger: logger.With("component", "rides"), Registry: metrics.NewRegistry()}
+	st.serve(lr, rs.Handler(), logger)
+	gw := &gateway.Gateway{UsersURL: st.UsersURL, RidesURL: st.RidesURL,
+		Logger: logger.With("component", "gateway"), Registry: metrics.NewRegistry()}
+	st.serve(lg, gw.Handler(), logger)
+
+	wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	if err := o.WaitReady(wctx); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+// startDatabase starts the database side: the embedded NATS server with the sync log, the
+// coordinator, the worker runtime and the orchestrator (whose HTTP API the caller serves).
+func startDatabase(ctx context.Context, cfg upConfig, logger *slog.Logger, st *stack) error {
+	workersDir := filepath.Join(cfg.data, "workers")
+	// Worker copies left by a previous run are stale; the sync log is the truth.
+	if err := os.RemoveAll(workersDir); err != nil {
+		return err
+	}
+	st.NATS = &natsq.Server{StoreDir: filepath.Join(cfg.data, "nats"), Port: -1}
+	if err := st.NATS.Open(); err != nil {
+		return err
+	}
+	st.onClose(st.NATS.Close)
+	nc, err := natsq.Connect(st.NATS.ClientURL(), "orchestrator", st.NATS.InProcess(), logger)
+	if err != nil {
+		return err
+	}
+	st.onClose(func() error { nc.Close(); return nil })
+	log, err := synclog.Open(ctx, nc, true)
+	if err != nil {
+		return err
+	}
+	c, err := cfg.coord.open(ctx, nc, logger)
+	if err != nil {
+		return err
+	}
+	st.onClose(c.Close)
+
+	command := cfg.workerCommand
+	if command == nil {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		command = []string{exe, "worker"}
+	}
+	st.Runtime = procrt.New(command, workersDir, func(id, dir string) []string {
+		args := []string{"--id", id, "--data", dir, "--nats", st.NATS.ClientURL(),
+			"--session-timeout", cfg.coord.sessionTimeout.String(), "--log-level", cfg.logLevel}
+		if cfg.coord.zk != "" {
+			args = append(args, "--zk", cfg.coord.zk, "--zk-root", cfg.coord.zkRoot)
+		}
+		return args
+	})
+	st.Runtime.Env = cfg.workerEnv
+	st.Runtime.Logger = logger
+	st.onClose(st.Runtime.Close)
+
+	reg := metrics.NewRegistry()
+	o := orchestrator.New(natsq.FromConn(nc, logger), c, st.Runtime, log)
+	o.Logger, o.Registry, o.Slaves = logger, reg, cfg.slaves
+	o.AdminToken, o.WriteTimeout, o.ReadTimeout = cfg.adminToken, cfg.writeTimeout, cfg.readTimeout
+	if err := o.Open(ctx); err != nil {
+		return err
+	}
+	st.Orchestrator = o
+	st.onClose(o.Close)
+	return nil
+}

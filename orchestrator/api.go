@@ -1,0 +1,332 @@
+package orchestrator
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/rideshare/rideshare/broker"
+	"github.com/rideshare/rideshare/metrics"
+	"github.com/rideshare/rideshare/worker"
+	"github.com/rideshare/rideshare/worker/store"
+)
+
+// MaxBody bounds a database API request.
+const MaxBody = 1 << 20
+
+// apiError is an answer other than 200.
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func fail(status int, format string, args ...any) error {
+	return &apiError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// respond writes v, or the error's status and reason.
+func (o *Orchestrator) respond(w http.ResponseWriter, r *http.Request, v any, err error) {
+	if err == nil {
+		writeJSON(w, http.StatusOK, v)
+		return
+	}
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		o.Logger.Error("request failed", "path", r.URL.Path, "err", err)
+		ae = &apiError{status: http.StatusInternalServerError, msg: "internal error: " + err.Error()}
+	}
+	writeJSON(w, ae.status, map[string]string{"error": ae.msg})
+}
+
+// Handler serves the DBaaS API.
+func (o *Orchestrator) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(metrics.NewHTTP("orchestrator", o.Registry).Middleware)
+	r.Method(http.MethodGet, "/metrics", metrics.Handler(o.Registry))
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint"})
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": r.Method + " is not allowed here"})
+	})
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !o.Ready() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no ready master and slaves yet"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(o.requireToken)
+		r.Post("/api/v1/db/write", o.handleWrite)
+		r.Post("/api/v1/db/read", o.handleRead)
+		r.Post("/api/v1/db/clear", o.handleClear)
+		r.Post("/api/v1/crash/master", o.handleCrashMaster)
+		r.Post("/api/v1/crash/slave", o.handleCrashSlave)
+	})
+	r.Get("/api/v1/worker/list", func(w http.ResponseWriter, _ *http.Request) {
+		pids := []int{}
+		for _, wi := range o.Workers() {
+			pids = append(pids, wi.PID)
+		}
+		writeJSON(w, http.StatusOK, pids)
+	})
+	r.Get("/api/v1/workers", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, o.Workers())
+	})
+	return r
+}
+
+func (o *Orchestrator) requireToken(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if o.AdminToken != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(o.AdminToken)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="rideshare"`)
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token"})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// decode reads a JSON body strictly: numbers kept exact, unknown fields refused.
+func decode(r *http.Request, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fail(http.StatusRequestEntityTooLarge, "body over %d bytes", MaxBody)
+		}
+		return fail(http.StatusBadRequest, "read body: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fail(http.StatusBadRequest, "malformed JSON: %v", err)
+	}
+	if dec.More() {
+		return fail(http.StatusBadRequest, "malformed JSON: data after the object")
+	}
+	return nil
+}
+
+func (o *Orchestrator) handleWrite(w http.ResponseWriter, r *http.Request) {
+	var op store.Write
+	if err := decode(r, &op); err != nil {
+		o.respond(w, r, nil, err)
+		return
+	}
+	res, err := o.Write(r.Context(), op)
+	o.respond(w, r, res, err)
+}
+
+func (o *Orchestrator) handleClear(w http.ResponseWriter, r *http.Request) {
+	_, err := o.Write(r.Context(), store.Write{Clear: true})
+	o.respond(w, r, struct{}{}, err)
+}
+
+// Write validates op, sends it to the master over writeQ and waits for the answer, waiting
+// out a failover (no master, or a master that stepped down) up to WriteTimeout.
+func (o *Orchestrator) Write(ctx context.Context, op store.Write) (store.Result, error) {
+	start := time.Now()
+	res, err := o.write(ctx, op)
+	o.m.dbLatency.WithLabelValues("write").Observe(time.Since(start).Seconds())
+	o.m.dbRequests.WithLabelValues("write", outcome(err)).Inc()
+	return res, err
+}
+
+func outcome(err error) string {
+	var ae *apiError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &ae) && ae.status < 500:
+		return "rejected"
+	}
+	return "failed"
+}
+
+func (o *Orchestrator) write(ctx context.Context, op store.Write) (store.Result, error) {
+	if err := store.ValidateWrite(op); err != nil {
+		return store.Result{}, fail(http.StatusBadRequest, "%v", err)
+	}
+	if op.RequestID == "" {
+		// The master applies a request ID once, so a try that timed out (its master died
+		// or was slow) can be sent again without the risk of applying the write twice.
+		op.RequestID = newRequestID()
+	}
+	body, err := json.Marshal(op)
+	if err != nil {
+		return store.Result{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.WriteTimeout)
+	defer cancel()
+	var reply worker.WriteReply
+	err = o.call(ctx, broker.WriteQ, body, o.WriteAttempt, &reply, func() bool { return reply.Kind == worker.KindRetry })
+	if err != nil {
+		return store.Result{}, err
+	}
+	switch reply.Kind {
+	case "":
+		if reply.Result == nil {
+			return store.Result{}, fail(http.StatusBadGateway, "master answered without a result")
+		}
+		o.ack(reply.Result.Seq)
+		return *reply.Result, nil
+	case worker.KindInvalid:
+		return store.Result{}, fail(http.StatusBadRequest, "%s", reply.Error)
+	case worker.KindConstraint:
+		return store.Result{}, fail(http.StatusConflict, "%s", reply.Error)
+	case worker.KindUnavailable:
+		return store.Result{}, fail(http.StatusServiceUnavailable, "%s", reply.Error)
+	}
+	return store.Result{}, fail(http.StatusInternalServerError, "%s", reply.Error)
+}
+
+// call sends body on queue until an answer that retry() does not ask to resend, waiting out
+// "no consumer" (a failover, slaves still catching up) until ctx ends. Each try waits at most
+// attempt for its answer.
+func (o *Orchestrator) call(ctx context.Context, queue string, body []byte, attempt time.Duration, reply any, retry func() bool) error {
+	backoff := 20 * time.Millisecond
+	var last error
+	for {
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		data, err := o.Broker.Call(actx, queue, body)
+		cancel()
+		if err == nil {
+			dec := json.NewDecoder(bytes.NewReader(data))
+			dec.UseNumber()
+			if err := dec.Decode(reply); err != nil {
+				return fail(http.StatusBadGateway, "unreadable answer on %s: %v", queue, err)
+			}
+			if !retry() {
+				return nil
+			}
+			last = fmt.Errorf("%s", string(data))
+		} else {
+			last = err
+			if !errors.Is(err, broker.ErrNoConsumer) && !errors.Is(err, broker.ErrTimeout) {
+				o.Logger.Warn("queue call failed", "queue", queue, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			who := "master"
+			if queue == broker.ReadQ {
+				who = "slave"
+			}
+			return fail(http.StatusServiceUnavailable, "no %s answered in time (%v)", who, last)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 200*time.Millisecond)
+	}
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (o *Orchestrator) handleRead(w http.ResponseWriter, r *http.Request) {
+	var q store.Read
+	if err := decode(r, &q); err != nil {
+		o.respond(w, r, nil, err)
+		return
+	}
+	rows, seq, err := o.Read(r.Context(), q)
+	if rows == nil {
+		rows = []store.Row{}
+	}
+	o.respond(w, r, map[string]any{"rows": rows, "seq": seq}, err)
+}
+
+// Read sends q to a slave over readQ. Unless q asks for eventual consistency, the slave
+// answers only once it has applied every write acknowledged before now.
+func (o *Orchestrator) Read(ctx context.Context, q store.Read) ([]store.Row, uint64, error) {
+	start := time.Now()
+	rows, seq, err := o.read(ctx, q)
+	o.m.dbLatency.WithLabelValues("read").Observe(time.Since(start).Seconds())
+	o.m.dbRequests.WithLabelValues("read", outcome(err)).Inc()
+	return rows, seq, err
+}
+
+func (o *Orchestrator) read(ctx context.Context, q store.Read) ([]store.Row, uint64, error) {
+	if err := store.ValidateRead(q); err != nil {
+		return nil, 0, fail(http.StatusBadRequest, "%v", err)
+	}
+	q.MinSeq = 0
+	if q.Consistency != store.Eventual {
+		q.MinSeq = o.lastAck.Load()
+	}
+	body, err := json.Marshal(q)
+	if err != nil {
+		return nil, 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.ReadTimeout)
+	defer cancel()
+	var reply worker.ReadReply
+	err = o.call(ctx, broker.ReadQ, body, o.ReadAttempt, &reply, func() bool { return reply.Kind == worker.KindRetry })
+	if err != nil {
+		return nil, 0, err
+	}
+	switch reply.Kind {
+	case "":
+		return reply.Rows, reply.Seq, nil
+	case worker.KindInvalid:
+		return nil, 0, fail(http.StatusBadRequest, "%s", reply.Error)
+	}
+	return nil, 0, fail(http.StatusInternalServerError, "%s", reply.Error)
+}
+
+func (o *Orchestrator) handleCrashMaster(w http.ResponseWriter, r *http.Request) {
+	id, pid, ok := o.sup.masterWorker()
+	if !ok {
+		o.respond(w, r, nil, fail(http.StatusConflict, "there is no master to crash"))
+		return
+	}
+	o.crash(w, r, id, pid)
+}
+
+func (o *Orchestrator) handleCrashSlave(w http.ResponseWriter, r *http.Request) {
+	id, pid, ok := o.sup.highestSlave()
+	if !ok {
+		o.respond(w, r, nil, fail(http.StatusConflict, "there is no slave to crash"))
+		return
+	}
+	o.crash(w, r, id, pid)
+}
+
+func (o *Orchestrator) crash(w http.ResponseWriter, r *http.Request, id string, pid int) {
+	if err := o.Runtime.Kill(id); err != nil {
+		o.respond(w, r, nil, fail(http.StatusConflict, "worker %s (pid %d) could not be killed: %v", id, pid, err))
+		return
+	}
+	o.Logger.Warn("crashed worker on request", "worker", id, "pid", pid)
+	o.respond(w, r, []int{pid}, nil)
+}

@@ -1,0 +1,136 @@
+// Package client calls the orchestrator's database API (POST /api/v1/db/write, /db/read,
+// /db/clear) over HTTP. It is what the users and rides services use as their database.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rideshare/rideshare/worker/store"
+)
+
+// ErrUnavailable means the database could not answer in time: no master or slave, the
+// orchestrator unreachable. Callers answer 503.
+var ErrUnavailable = errors.New("database unavailable")
+
+// Client talks to one orchestrator.
+type Client struct {
+	// BaseURL is the orchestrator's address, e.g. http://127.0.0.1:8083.
+	BaseURL string
+	// Token, if set, is sent as "Authorization: Bearer <token>".
+	Token string
+	HTTP  *http.Client
+}
+
+// New returns a client with a sensible timeout.
+func New(baseURL, token string) *Client {
+	return &Client{
+		BaseURL: strings.TrimRight(baseURL, "/"),
+		Token:   token,
+		HTTP:    &http.Client{Timeout: 30 * time.Second},
+	}
+}
+
+// Write sends one write. A 400 wraps store.ErrInvalid, a 409 store.ErrConstraint, a 503 or a
+// transport failure ErrUnavailable.
+func (c *Client) Write(ctx context.Context, w store.Write) (store.Result, error) {
+	var res store.Result
+	err := c.post(ctx, "/api/v1/db/write", w, &res)
+	return res, err
+}
+
+// ReadResult is the answer of a read: the rows and the sync-log sequence the slave had applied.
+type ReadResult struct {
+	Rows []store.Row `json:"rows"`
+	Seq  uint64      `json:"seq"`
+}
+
+// Read runs one query.
+func (c *Client) Read(ctx context.Context, r store.Read) ([]store.Row, error) {
+	var res ReadResult
+	if err := c.post(ctx, "/api/v1/db/read", r, &res); err != nil {
+		return nil, err
+	}
+	return res.Rows, nil
+}
+
+// Clear empties every table.
+func (c *Client) Clear(ctx context.Context) error {
+	return c.post(ctx, "/api/v1/db/clear", struct{}{}, nil)
+}
+
+func (c *Client) post(ctx context.Context, path string, body, out any) error {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("encode request: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+path, bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	payload, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%w: read answer: %v", ErrUnavailable, err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		if out == nil {
+			return nil
+		}
+		dec := json.NewDecoder(bytes.NewReader(payload))
+		dec.UseNumber()
+		if err := dec.Decode(out); err != nil {
+			return fmt.Errorf("decode answer of %s: %w", path, err)
+		}
+		normalize(out)
+		return nil
+	}
+	var e struct {
+		Error string `json:"error"`
+	}
+	_ = json.Unmarshal(payload, &e)
+	if e.Error == "" {
+		e.Error = strings.TrimSpace(string(payload))
+	}
+	switch resp.StatusCode {
+	case http.StatusBadRequest:
+		return fmt.Errorf("%w: %s", store.ErrInvalid, e.Error)
+	case http.StatusConflict:
+		return fmt.Errorf("%w: %s", store.ErrConstraint, e.Error)
+	case http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusBadGateway:
+		return fmt.Errorf("%w: %s", ErrUnavailable, e.Error)
+	}
+	return fmt.Errorf("%s answered %d: %s", path, resp.StatusCode, e.Error)
+}
+
+// normalize turns json.Number values in rows into int64, as the store returns them.
+func normalize(out any) {
+	res, ok := out.(*ReadResult)
+	if !ok {
+		return
+	}
+	for _, row := range res.Rows {
+		for k, v := range row {
+			if n, ok := v.(json.Number); ok {
+				if i, err := n.Int64(); err == nil {
+					row[k] = i
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,176 @@
+// Package orchestrator is the database as a service: its HTTP API turns db/read and db/write
+// requests into messages on readQ and writeQ, it supervises the workers (replacing the dead,
+// designating a new master) and it resizes the slave pool.
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rideshare/rideshare/broker"
+	"github.com/rideshare/rideshare/broker/synclog"
+	"github.com/rideshare/rideshare/metrics"
+	"github.com/rideshare/rideshare/worker/coord"
+)
+
+// orchMetrics are the orchestrator's own metrics (the HTTP ones come from metrics.HTTP).
+type orchMetrics struct {
+	workersLost prometheus.Counter
+	failovers   prometheus.Counter
+	dbRequests  *prometheus.CounterVec
+	dbLatency   *prometheus.HistogramVec
+	ackedSeq    prometheus.Gauge
+}
+
+func newOrchMetrics(reg prometheus.Registerer) *orchMetrics {
+	return &orchMetrics{
+		workersLost: metrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rideshare_workers_lost_total", Help: "Workers that died or lost their coordination session without being stopped on purpose.",
+		})),
+		failovers: metrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rideshare_failovers_total", Help: "Times a slave was designated master because there was none.",
+		})),
+		dbRequests: metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rideshare_db_requests_total", Help: "Database API requests by operation and outcome.",
+		}, []string{"op", "outcome"})),
+		dbLatency: metrics.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "rideshare_db_request_duration_seconds", Help: "Database API latency, queue round trip included.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"op"})),
+		ackedSeq: metrics.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rideshare_synclog_acknowledged_seq", Help: "Highest sync-log sequence acknowledged to a client.",
+		})),
+	}
+}
+
+// Orchestrator is the DBaaS control plane.
+type Orchestrator struct {
+	Broker  broker.Broker
+	Coord   coord.Coordinator
+	Runtime Runtime
+	Log     *synclog.Log
+	Logger  *slog.Logger
+	// Registry receives the orchestrator's metrics and is served on /metrics; nil: its own.
+	Registry *prometheus.Registry
+
+	// Slaves is the number of slaves to keep (the minimum once the scaler runs).
+	Slaves int
+	// WriteTimeout bounds how long a write waits for a master, failovers included.
+	WriteTimeout time.Duration
+	// WriteAttempt bounds one try before the write is sent again (safe: writes carry a
+	// request ID and are applied once).
+	WriteAttempt time.Duration
+	// ReadTimeout bounds how long a read waits for a slave.
+	ReadTimeout time.Duration
+	// ReadAttempt bounds one try on one slave before the read is sent again.
+	ReadAttempt time.Duration
+	// AdminToken, if set, is required as a bearer token on the database and crash APIs.
+	AdminToken string
+	// Poll is how often the supervisor reconciles without a coordination event.
+	Poll time.Duration
+	// StartTimeout is how long a new worker may take to join before it is replaced.
+	StartTimeout time.Duration
+	// PromoteTimeout is how long a designated worker may take to take the lock.
+	PromoteTimeout time.Duration
+	// GhostGrace is how long a worker whose session expired may keep running (it may only
+	// be paused, and exits by itself on resuming) before it is killed.
+	GhostGrace time.Duration
+
+	lastAck atomic.Uint64
+	m       *orchMetrics
+	sup     *supervisor
+	cancel  context.CancelFunc
+	group   *errgroup.Group
+}
+
+// New returns an orchestrator with default timeouts.
+func New(b broker.Broker, c coord.Coordinator, rt Runtime, log *synclog.Log) *Orchestrator {
+	return &Orchestrator{
+		Broker: b, Coord: c, Runtime: rt, Log: log, Logger: slog.Default(),
+		Slaves: 1, WriteTimeout: 10 * time.Second, WriteAttempt: 2 * time.Second, ReadTimeout: 10 * time.Second, ReadAttempt: 2 * time.Second,
+		Poll: 250 * time.Millisecond, StartTimeout: 60 * time.Second, PromoteTimeout: 10 * time.Second,
+		GhostGrace: 30 * time.Second,
+	}
+}
+
+// Open adopts running workers, starts the missing ones and supervises them.
+func (o *Orchestrator) Open(ctx context.Context) error {
+	o.Logger = o.Logger.With("component", "orchestrator")
+	if o.Registry == nil {
+		o.Registry = metrics.NewRegistry()
+	}
+	o.m = newOrchMetrics(o.Registry)
+	if o.AdminToken == "" {
+		o.Logger.Warn("no admin token: the database and crash APIs are open to anyone who can reach them")
+	}
+	// Reads must see every write acknowledged before: start from the log's end, since a
+	// previous orchestrator may have acknowledged writes up to there.
+	if o.Log != nil {
+		last, err := o.Log.Last(ctx)
+		if err != nil {
+			return err
+		}
+		o.ack(last)
+	}
+	o.sup = &supervisor{o: o, workers: map[string]*tracked{}, ghosts: map[string]time.Time{}, slaves: o.Slaves}
+	if err := o.sup.adopt(ctx); err != nil {
+		return fmt.Errorf("adopt workers: %w", err)
+	}
+	ctx, o.cancel = context.WithCancel(context.Background())
+	o.group, ctx = errgroup.WithContext(ctx)
+	o.group.Go(func() error { return o.sup.run(ctx) })
+	return nil
+}
+
+// Close stops supervising. Workers keep running; the runtime decides their fate.
+func (o *Orchestrator) Close() error {
+	if o.cancel == nil {
+		return nil
+	}
+	o.cancel()
+	return o.group.Wait()
+}
+
+// WaitReady waits until a master and the wanted slaves are ready.
+func (o *Orchestrator) WaitReady(ctx context.Context) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for !o.sup.ready() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("database not ready: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Ready reports whether a master and the wanted slaves are ready.
+func (o *Orchestrator) Ready() bool { return o.sup.ready() }
+
+// Workers is the operator's view of the live workers.
+func (o *Orchestrator) Workers() []WorkerInfo { return o.sup.view() }
+
+// SetSlaves changes the number of slaves to keep.
+func (o *Orchestrator) SetSlaves(n int) {
+	o.sup.mu.Lock()
+	o.sup.slaves = n
+	o.sup.mu.Unlock()
+}
+
+// ack records a sequence acknowledged to a client; reads arriving later wait for it.
+func (o *Orchestrator) ack(seq uint64) {
+	for {
+		cur := o.lastAck.Load()
+		if seq <= cur || o.lastAck.CompareAndSwap(cur, seq) {
+			break
+		}
+	}
+	o.m.ackedSeq.Set(float64(o.lastAck.Load()))
+}

@@ -1,0 +1,63 @@
+package kvcoord
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/rideshare/rideshare/broker/natsq"
+	"github.com/rideshare/rideshare/worker/coord"
+	"github.com/rideshare/rideshare/worker/coord/coordtest"
+)
+
+var bucketN atomic.Int64
+
+func TestContract(t *testing.T) {
+	srv := &natsq.Server{StoreDir: t.TempDir(), Port: -1}
+	if err := srv.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	bucket := ""
+	conns := map[coord.Coordinator]*nats.Conn{}
+	newCoord := func(t *testing.T) coord.Coordinator {
+		// Each Run subtest asks for sessions on one namespace: a bucket per subtest.
+		name := fmt.Sprintf("b_%s", sanitize(t.Name()))
+		if name != bucket {
+			bucket = name
+			bucketN.Add(1)
+		}
+		nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := New(nc)
+		k.Bucket = fmt.Sprintf("coord_%d", bucketN.Load())
+		k.TTL = time.Second
+		k.Poll = 20 * time.Millisecond
+		if err := k.Open(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		conns[k] = nc
+		t.Cleanup(func() { k.Close(); nc.Close() })
+		return k
+	}
+	kill := func(t *testing.T, c coord.Coordinator) {
+		// A crashed process: its connection drops, nothing is deleted, the leases expire.
+		conns[c].Close()
+	}
+	coordtest.Run(t, newCoord, kill)
+}
+
+func sanitize(s string) string {
+	out := []rune{}
+	for _, r := range s {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			out = append(out, r)
+		}
+	}
+	return string(out)
+}

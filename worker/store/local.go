@@ -1,0 +1,34 @@
+package store
+
+import (
+	"context"
+	"sync"
+)
+
+// Local is a single SQLite store used directly as the database: writes are numbered by an
+// in-memory counter instead of a sync log. It serves the users and rides services in tests
+// that are about their HTTP contract rather than replication, and a one-process benchmark
+// baseline. It has the same Write/Read methods as the orchestrator's client.
+type Local struct {
+	Store *Store
+
+	mu   sync.Mutex
+	next uint64
+}
+
+// Write applies w at once.
+func (l *Local) Write(ctx context.Context, w Write) (Result, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.Store.Execute(ctx, w, func(Write) (uint64, error) {
+		return l.Store.Applied() + 1, nil
+	})
+}
+
+// Read queries the store.
+func (l *Local) Read(ctx context.Context, r Read) ([]Row, error) {
+	if err := ValidateRead(r); err != nil {
+		return nil, err
+	}
+	return l.Store.Query(ctx, r)
+}

@@ -1,0 +1,413 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"sync/atomic"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// ErrGap is returned by Apply when an entry is not the next one after the applied sequence:
+// the caller must fetch the missing entries from the sync log first.
+var ErrGap = errors.New("gap in the sync log")
+
+// ErrDiverged means a log entry could not be applied to a replica that has applied every entry
+// before it. The replica no longer equals the log and must be rebuilt from it.
+var ErrDiverged = errors.New("replica diverged from the sync log")
+
+// Entry is one committed write as it stands in the sync log: Op is fully resolved (assigned
+// ids included), so replaying the log into an empty database gives exactly the master's data.
+type Entry struct {
+	Seq uint64 `json:"seq"`
+	Op  Write  `json:"op"`
+}
+
+const ddl = `
+CREATE TABLE IF NOT EXISTS users (
+	id       INTEGER PRIMARY KEY AUTOINCREMENT,
+	username TEXT NOT NULL UNIQUE,
+	password TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rides (
+	ride_id     INTEGER PRIMARY KEY AUTOINCREMENT,
+	created_by  TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+	timestamp   TEXT NOT NULL,
+	ts          INTEGER NOT NULL,
+	source      INTEGER NOT NULL,
+	destination INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rides_route ON rides(source, destination, ts);
+CREATE INDEX IF NOT EXISTS rides_creator ON rides(created_by);
+CREATE TABLE IF NOT EXISTS ride_users (
+	ride_id  INTEGER NOT NULL REFERENCES rides(ride_id) ON DELETE CASCADE,
+	username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+	PRIMARY KEY (ride_id, username)
+);
+CREATE INDEX IF NOT EXISTS ride_users_user ON ride_users(username);
+CREATE TABLE IF NOT EXISTS meta (
+	k TEXT PRIMARY KEY,
+	v INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (k, v) VALUES ('applied_seq', 0);
+CREATE TABLE IF NOT EXISTS requests (
+	id       TEXT PRIMARY KEY,
+	seq      INTEGER NOT NULL,
+	rid      INTEGER NOT NULL,
+	affected INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_seq ON requests(seq);
+`
+
+// Store is one SQLite copy of the database and the sequence of the last log entry applied to
+// it, kept in the same file so that the two can never disagree.
+type Store struct {
+	Path string
+
+	w       *sql.DB // one connection: writes are serial, as the log is
+	r       *sql.DB // read-only pool
+	applied atomic.Uint64
+}
+
+// New returns a store for the SQLite file at path; Open creates or opens it.
+func New(path string) *Store { return &Store{Path: path} }
+
+func dsn(path string, readOnly bool) string {
+	q := url.Values{}
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	// NORMAL in WAL mode: a commit survives a process crash; the sync log, not this file, is
+	// what makes an acknowledged write durable across a machine crash.
+	q.Add("_pragma", "synchronous(NORMAL)")
+	if readOnly {
+		q.Add("_pragma", "query_only(1)")
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// Open creates the schema if needed and loads the applied sequence.
+func (s *Store) Open(ctx context.Context) error {
+	w, err := sql.Open("sqlite", dsn(s.Path, false))
+	if err != nil {
+		return fmt.Errorf("open %s: %w", s.Path, err)
+	}
+	w.SetMaxOpenConns(1)
+	if _, err := w.ExecContext(ctx, ddl); err != nil {
+		w.Close()
+		return fmt.Errorf("create schema in %s: %w", s.Path, err)
+	}
+	var seq uint64
+	if err := w.QueryRowContext(ctx, `SELECT v FROM meta WHERE k = 'applied_seq'`).Scan(&seq); err != nil {
+		w.Close()
+		return fmt.Errorf("read applied sequence: %w", err)
+	}
+	r, err := sql.Open("sqlite", dsn(s.Path, true))
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("open %s read-only: %w", s.Path, err)
+	}
+	r.SetMaxOpenConns(4)
+	s.w, s.r = w, r
+	s.applied.Store(seq)
+	return nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	if s.w == nil {
+		return nil
+	}
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// Applied is the sequence of the last log entry applied.
+func (s *Store) Applied() uint64 { return s.applied.Load() }
+
+// Execute runs a client's write as the master: in one transaction it applies w, resolves it
+// into a deterministic log entry, hands the entry to appendLog (which must make it durable in
+// the sync log right after the applied sequence, or fail), records the returned sequence and
+// commits. If appendLog fails nothing is changed. If the commit fails after the append, the
+// entry is in the log but not here: Execute returns ErrDiverged and the caller must rebuild.
+func (s *Store) Execute(ctx context.Context, w Write, appendLog func(op Write) (uint64, error)) (Result, error) {
+	if err := ValidateWrite(w); err != nil {
+		return Result{}, err
+	}
+	return s.execute(ctx, w, appendLog)
+}
+
+// Promote appends and applies the marker that id became master (see Write.Promote).
+func (s *Store) Promote(ctx context.Context, id string, appendLog func(op Write) (uint64, error)) (Result, error) {
+	return s.execute(ctx, Write{Promote: id}, appendLog)
+}
+
+func (s *Store) execute(ctx context.Context, w Write, appendLog func(op Write) (uint64, error)) (Result, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return Result{}, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	if w.RequestID != "" {
+		var res Result
+		err := tx.QueryRowContext(ctx, `SELECT seq, rid, affected FROM requests WHERE id = ?`, w.RequestID).Scan(&res.Seq, &res.ID, &res.Affected)
+		if err == nil {
+			return res, nil // applied before: answer as the first time
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return Result{}, fmt.Errorf("look up request %s: %w", w.RequestID, err)
+		}
+	}
+	resolved, res, err := apply(ctx, tx, w, true)
+	if err != nil {
+		return Result{}, err
+	}
+	resolved.RequestID = w.RequestID
+	seq, err := appendLog(resolved)
+	if err != nil {
+		return Result{}, err
+	}
+	if want := s.applied.Load() + 1; seq != want {
+		return Result{}, fmt.Errorf("%w: log appended at %d, expected %d", ErrDiverged, seq, want)
+	}
+	if err := recordRequest(ctx, tx, w.RequestID, seq, res); err != nil {
+		return Result{}, fmt.Errorf("%w: %v", ErrDiverged, err)
+	}
+	if err := setApplied(ctx, tx, seq); err != nil {
+		return Result{}, fmt.Errorf("%w: %v", ErrDiverged, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Result{}, fmt.Errorf("%w: commit after log append: %v", ErrDiverged, err)
+	}
+	s.applied.Store(seq)
+	res.Seq = seq
+	return res, nil
+}
+
+// Apply applies log entries in sequence order in one transaction. Entries at or below the
+// applied sequence are skipped, so a redelivered entry is applied once. An entry past the next
+// expected one stops the batch with ErrGap after committing those before it.
+func (s *Store) Apply(ctx context.Context, entries []Entry) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	applied := s.applied.Load()
+	var gap error
+	for _, e := range entries {
+		if e.Seq <= applied {
+			continue
+		}
+		if e.Seq != applied+1 {
+			gap = fmt.Errorf("%w: have %d, got %d", ErrGap, applied, e.Seq)
+			break
+		}
+		if err := validateWrite(e.Op, true, true); err != nil {
+			return fmt.Errorf("%w: entry %d: %v", ErrDiverged, e.Seq, err)
+		}
+		_, res, err := apply(ctx, tx, e.Op, false)
+		if err != nil {
+			return fmt.Errorf("%w: entry %d: %v", ErrDiverged, e.Seq, err)
+		}
+		if err := recordRequest(ctx, tx, e.Op.RequestID, e.Seq, res); err != nil {
+			return fmt.Errorf("%w: entry %d: %v", ErrDiverged, e.Seq, err)
+		}
+		applied = e.Seq
+	}
+	if applied == s.applied.Load() {
+		return gap
+	}
+	if err := setApplied(ctx, tx, applied); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	s.applied.Store(applied)
+	return gap
+}
+
+// RequestWindow is how many log entries a request ID is remembered for.
+const RequestWindow = 100000
+
+// recordRequest remembers a request's result for deduplication; every 1,000 entries it
+// forgets requests older than RequestWindow entries. It depends only on the entry and its
+// sequence, so every replica keeps the same table.
+func recordRequest(ctx context.Context, tx *sql.Tx, id string, seq uint64, res Result) error {
+	if id != "" {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO requests (id, seq, rid, affected) VALUES (?, ?, ?, ?)`,
+			id, int64(seq), res.ID, res.Affected); err != nil {
+			return fmt.Errorf("record request %s: %w", id, err)
+		}
+	}
+	if seq%1000 == 0 && seq > RequestWindow {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM requests WHERE seq <= ?`, int64(seq-RequestWindow)); err != nil {
+			return fmt.Errorf("trim requests: %w", err)
+		}
+	}
+	return nil
+}
+
+func setApplied(ctx context.Context, tx *sql.Tx, seq uint64) error {
+	_, err := tx.ExecContext(ctx, `UPDATE meta SET v = ? WHERE k = 'applied_seq'`, int64(seq))
+	if err != nil {
+		return fmt.Errorf("record applied sequence: %w", err)
+	}
+	return nil
+}
+
+// apply runs w inside tx. With resolve set, ids the database assigns are written back into
+// the returned copy of w, which is then the deterministic log entry.
+func apply(ctx context.Context, tx *sql.Tx, w Write, resolve bool) (Write, Result, error) {
+	var res Result
+	switch {
+	case w.Promote != "":
+		return w, res, nil
+	case w.Clear:
+		for _, t := range []string{"ride_users", "rides", "users"} {
+			r, err := tx.ExecContext(ctx, "DELETE FROM "+quote(t))
+			if err != nil {
+				return w, res, fmt.Errorf("clear %s: %w", t, mapErr(err))
+			}
+			n, _ := r.RowsAffected()
+			res.Affected += n
+		}
+		return w, res, nil
+	case w.Batch != nil:
+		out := Write{Batch: make([]Write, len(w.Batch))}
+		for i, b := range w.Batch {
+			rb, rr, err := apply(ctx, tx, b, resolve)
+			if err != nil {
+				return w, res, fmt.Errorf("batch[%d]: %w", i, err)
+			}
+			out.Batch[i] = rb
+			res.Affected += rr.Affected
+			if rr.ID != 0 {
+				res.ID = rr.ID
+			}
+		}
+		return out, res, nil
+	}
+	t := Schema[w.Table]
+	if w.Insert != nil {
+		names := make([]string, 0, len(w.Insert))
+		for name := range w.Insert {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		vals := make(map[string]any, len(names)+1)
+		args := make([]any, len(names))
+		quoted := make([]string, len(names))
+		for i, name := range names {
+			c, _ := t.Column(name)
+			v, err := value(c, w.Insert[name])
+			if err != nil {
+				return w, res, err
+			}
+			vals[name], args[i], quoted[i] = v, v, quote(name)
+		}
+		q := "INSERT INTO " + quote(t.Name) + " (" + strings.Join(quoted, ", ") +
+			") VALUES (" + strings.TrimSuffix(strings.Repeat("?, ", len(names)), ", ") + ")"
+		r, err := tx.ExecContext(ctx, q, args...)
+		if err != nil {
+			return w, res, fmt.Errorf("insert into %s: %w", t.Name, mapErr(err))
+		}
+		res.Affected = 1
+		for _, c := range t.Columns {
+			if !c.Auto {
+				continue
+			}
+			if id, ok := vals[c.Name]; ok {
+				res.ID = id.(int64)
+			} else if resolve {
+				id, err := r.LastInsertId()
+				if err != nil {
+					return w, res, fmt.Errorf("insert into %s: assigned id: %w", t.Name, err)
+				}
+				vals[c.Name], res.ID = id, id
+			}
+		}
+		return Write{Table: w.Table, Insert: vals}, res, nil
+	}
+	cond, args, err := where(t, w.Delete.Where, false)
+	if err != nil {
+		return w, res, err
+	}
+	q := "DELETE FROM " + quote(t.Name)
+	if cond != "" {
+		q += " WHERE " + cond
+	}
+	r, err := tx.ExecContext(ctx, q, args...)
+	if err != nil {
+		return w, res, fmt.Errorf("delete from %s: %w", t.Name, mapErr(err))
+	}
+	res.Affected, _ = r.RowsAffected()
+	return w, res, nil
+}
+
+// mapErr turns SQLite constraint failures into ErrConstraint, keeping SQLite's message.
+func mapErr(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT {
+		return fmt.Errorf("%w: %s", ErrConstraint, sqlite.ErrorCodeString[se.Code()])
+	}
+	return err
+}
+
+// Query runs a read on the read-only pool. Values are int64 or string.
+func (s *Store) Query(ctx context.Context, r Read) ([]Row, error) {
+	q, args, err := buildQuery(r)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query %s: %w", r.Table, err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	out := []Row{}
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, fmt.Errorf("query %s: %w", r.Table, err)
+		}
+		row := make(Row, len(cols))
+		for i, c := range cols {
+			row[c] = vals[i]
+		}
+		out = append(out, row)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query %s: %w", r.Table, err)
+	}
+	return out, nil
+}
+
+// Snapshot writes a consistent copy of the database to path (SQLite VACUUM INTO) and returns
+// the sequence it holds.
+func (s *Store) Snapshot(ctx context.Context, path string) (uint64, error) {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	seq := s.applied.Load()
+	if _, err := conn.ExecContext(ctx, "VACUUM INTO ?", path); err != nil {
+		return 0, fmt.Errorf("snapshot to %s: %w", path, err)
+	}
+	return seq, nil
+}

@@ -1,0 +1,302 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+func mustOpen(tb testing.TB) *Store {
+	tb.Helper()
+	s := New(filepath.Join(tb.TempDir(), "db.sqlite"))
+	if err := s.Open(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+// memLog is an in-memory sync log for store tests: the store is what is under test here; the
+// real JetStream log is tested in synclog and end to end.
+type memLog struct{ entries []Entry }
+
+func (l *memLog) appender(s *Store) func(Write) (uint64, error) {
+	return func(op Write) (uint64, error) {
+		seq := uint64(len(l.entries) + 1)
+		if seq != s.Applied()+1 {
+			return 0, fmt.Errorf("fenced: log at %d, store at %d", len(l.entries), s.Applied())
+		}
+		l.entries = append(l.entries, Entry{Seq: seq, Op: op})
+		return seq, nil
+	}
+}
+
+func user(name string) Write {
+	return Write{Table: "users", Insert: map[string]any{"username": name, "password": "3d725c5ee53025f5f8abd6d2ab1c9d3d0bd0ad4e"}}
+}
+
+func ride(by string, src, dst int) Write {
+	return Write{Table: "rides", Insert: map[string]any{"created_by": by, "timestamp": "01-01-2030:00-00-00", "ts": int64(1893456000), "source": src, "destination": dst}}
+}
+
+func dump(tb testing.TB, s *Store) map[string][]Row {
+	tb.Helper()
+	out := map[string][]Row{}
+	for _, t := range []string{"users", "rides", "ride_users"} {
+		var order []Order
+		for _, c := range Schema[t].Columns {
+			if !c.Secret {
+				order = append(order, Order{Column: c.Name})
+			}
+		}
+		rows, err := s.Query(context.Background(), Read{Table: t, Order: order})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out[t] = rows
+	}
+	return out
+}
+
+func TestReplayReproducesMasterIDsIncluded(t *testing.T) {
+	ctx := context.Background()
+	master, log := mustOpen(t), &memLog{}
+	exec := func(w Write) Result {
+		t.Helper()
+		res, err := master.Execute(ctx, w, log.appender(master))
+		if err != nil {
+			t.Fatalf("execute %+v: %v", w, err)
+		}
+		return res
+	}
+	exec(user("alice"))
+	exec(user("bob"))
+	r1 := exec(ride("alice", 1, 2))
+	r2 := exec(ride("bob", 3, 4))
+	exec(Write{Table: "ride_users", Insert: map[string]any{"ride_id": r2.ID, "username": "alice"}})
+	exec(Write{Table: "rides", Delete: &Delete{Where: Where{"ride_id": r1.ID}}})
+	r3 := exec(ride("alice", 5, 6))
+	if r3.ID <= r2.ID {
+		t.Fatalf("ride id %d reused or lower after delete (last was %d)", r3.ID, r2.ID)
+	}
+	exec(Write{Batch: []Write{user("carol"), ride("carol", 7, 8)}})
+	exec(Write{Table: "users", Delete: &Delete{Where: Where{"username": "bob"}}})
+
+	replica := mustOpen(t)
+	if err := replica.Apply(ctx, log.entries); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := replica.Applied(), master.Applied(); got != want {
+		t.Fatalf("replica applied %d, master %d", got, want)
+	}
+	if got, want := dump(t, replica), dump(t, master); !reflect.DeepEqual(got, want) {
+		t.Fatalf("replica differs from master:\n got %v\nwant %v", got, want)
+	}
+	// Deleting bob removed his ride and alice's join to it, in the same entry.
+	if n := len(dump(t, replica)["ride_users"]); n != 0 {
+		t.Fatalf("joins left after deleting the ride's creator: %d", n)
+	}
+	// After a clear, ids keep growing: never reused for the life of the database.
+	exec(Write{Clear: true})
+	exec(user("dave"))
+	if r := exec(ride("dave", 1, 2)); r.ID <= r3.ID+1 {
+		t.Fatalf("ride id %d after clear reuses an old id (last %d)", r.ID, r3.ID+1)
+	}
+}
+
+func TestApplySkipsDuplicatesAndStopsAtGaps(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t)
+	e := []Entry{{Seq: 1, Op: user("a")}, {Seq: 2, Op: user("b")}, {Seq: 4, Op: user("d")}}
+	err := s.Apply(ctx, e)
+	if !errors.Is(err, ErrGap) {
+		t.Fatalf("want ErrGap, got %v", err)
+	}
+	if s.Applied() != 2 {
+		t.Fatalf("applied %d, want 2 (entries before the gap are kept)", s.Applied())
+	}
+	// Redelivery of applied entries is a no-op.
+	if err := s.Apply(ctx, e[:2]); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(dump(t, s)["users"]); n != 2 {
+		t.Fatalf("users = %d after redelivery, want 2", n)
+	}
+}
+
+func TestApplyRefusesEntryThatDoesNotFit(t *testing.T) {
+	s := mustOpen(t)
+	err := s.Apply(context.Background(), []Entry{{Seq: 1, Op: ride("nobody", 1, 2)}})
+	if !errors.Is(err, ErrDiverged) {
+		t.Fatalf("want ErrDiverged, got %v", err)
+	}
+	if s.Applied() != 0 {
+		t.Fatalf("applied moved to %d", s.Applied())
+	}
+}
+
+func TestAppliedSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db.sqlite")
+	s := New(path)
+	if err := s.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(ctx, []Entry{{Seq: 1, Op: user("a")}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = New(path)
+	if err := s.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Applied() != 1 {
+		t.Fatalf("applied %d after reopen, want 1", s.Applied())
+	}
+}
+
+func TestExecuteLeavesNothingWhenAppendFails(t *testing.T) {
+	s := mustOpen(t)
+	_, err := s.Execute(context.Background(), user("a"), func(Write) (uint64, error) { return 0, errors.New("log down") })
+	if err == nil {
+		t.Fatal("want error")
+	}
+	if n := len(dump(t, s)["users"]); n != 0 || s.Applied() != 0 {
+		t.Fatalf("write kept after failed append: users=%d applied=%d", n, s.Applied())
+	}
+}
+
+func TestConstraintErrors(t *testing.T) {
+	ctx := context.Background()
+	s, log := mustOpen(t), &memLog{}
+	if _, err := s.Execute(ctx, user("a"), log.appender(s)); err != nil {
+		t.Fatal(err)
+	}
+	for name, w := range map[string]Write{
+		"duplicate username":   user("a"),
+		"ride of missing user": ride("ghost", 1, 2),
+		"join of missing ride": {Table: "ride_users", Insert: map[string]any{"ride_id": 99, "username": "a"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := s.Execute(ctx, w, log.appender(s)); !errors.Is(err, ErrConstraint) {
+				t.Fatalf("want ErrConstraint, got %v", err)
+			}
+		})
+	}
+}
+
+func TestValidateRefusesBadOperations(t *testing.T) {
+	writes := map[string]Write{
+		"no action":            {Table: "users"},
+		"two actions":          {Table: "users", Insert: map[string]any{"username": "a", "password": "b"}, Delete: &Delete{}},
+		"unknown table":        {Table: "sqlite_master", Insert: map[string]any{"x": 1}},
+		"unknown column":       {Table: "users", Insert: map[string]any{"username": "a", "password": "b", "admin": 1}},
+		"missing column":       {Table: "users", Insert: map[string]any{"username": "a"}},
+		"auto column":          {Table: "rides", Insert: map[string]any{"ride_id": 5, "created_by": "a", "timestamp": "x", "ts": 1, "source": 1, "destination": 2}},
+		"wrong type":           {Table: "users", Insert: map[string]any{"username": 1, "password": "b"}},
+		"null":                 {Table: "users", Insert: map[string]any{"username": nil, "password": "b"}},
+		"fraction for integer": {Table: "ride_users", Insert: map[string]any{"ride_id": 1.5, "username": "a"}},
+		"injection column":     {Table: "users", Delete: &Delete{Where: Where{"username = '' OR 1=1 --": "x"}}},
+		"bad comparison":       {Table: "rides", Delete: &Delete{Where: Where{"ts": map[string]any{"like": 1}}}},
+		"clear with table":     {Table: "users", Clear: true},
+		"nested batch":         {Batch: []Write{{Batch: []Write{user("a")}}}},
+		"empty batch":          {Batch: []Write{}},
+		"promote from client":  {Promote: "w1"},
+	}
+	for name, w := range writes {
+		t.Run("write "+name, func(t *testing.T) {
+			if err := ValidateWrite(w); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("want ErrInvalid, got %v", err)
+			}
+		})
+	}
+	reads := map[string]Read{
+		"no table":         {},
+		"unknown table":    {Table: "meta"},
+		"unknown column":   {Table: "users", Columns: []string{"username", "1; DROP TABLE users"}},
+		"secret column":    {Table: "users", Columns: []string{"password"}},
+		"where on secret":  {Table: "users", Where: Where{"password": "x"}},
+		"order by unknown": {Table: "users", Order: []Order{{Column: "nope"}}},
+		"negative limit":   {Table: "users", Limit: -1},
+		"bad consistency":  {Table: "users", Consistency: "linearizable"},
+		"count with cols":  {Table: "users", Count: true, Columns: []string{"username"}},
+	}
+	for name, r := range reads {
+		t.Run("read "+name, func(t *testing.T) {
+			if err := ValidateRead(r); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("want ErrInvalid, got %v", err)
+			}
+		})
+	}
+}
+
+func TestInjectionLookingValuesAreData(t *testing.T) {
+	ctx := context.Background()
+	s, log := mustOpen(t), &memLog{}
+	evil := "'; DROP TABLE users; --"
+	if _, err := s.Execute(ctx, user(evil), log.appender(s)); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.Query(ctx, Read{Table: "users", Where: Where{"username": evil}})
+	if err != nil || len(rows) != 1 || rows[0]["username"] != evil {
+		t.Fatalf("rows %v, err %v", rows, err)
+	}
+}
+
+func TestQueryWhereOrderLimitCount(t *testing.T) {
+	ctx := context.Background()
+	s, log := mustOpen(t), &memLog{}
+	for _, w := range []Write{user("a"), ride("a", 1, 2), ride("a", 1, 2), ride("a", 1, 3)} {
+		if _, err := s.Execute(ctx, w, log.appender(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := s.Query(ctx, Read{Table: "rides", Columns: []string{"ride_id"},
+		Where: Where{"source": 1, "destination": 2, "ts": map[string]any{"gt": 0}},
+		Order: []Order{{Column: "ride_id", Desc: true}}, Limit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0]["ride_id"] != int64(2) {
+		t.Fatalf("got %v, want ride 2 only", rows)
+	}
+	rows, err = s.Query(ctx, Read{Table: "rides", Count: true})
+	if err != nil || rows[0]["count"] != int64(3) {
+		t.Fatalf("count %v, err %v", rows, err)
+	}
+	users, _ := s.Query(ctx, Read{Table: "users"})
+	if _, leaked := users[0]["password"]; leaked {
+		t.Fatal("password returned by a read")
+	}
+}
+
+func TestRequestIDAppliesOnceEvenAfterFailover(t *testing.T) {
+	ctx := context.Background()
+	master, log := mustOpen(t), &memLog{}
+	w := user("a")
+	w.RequestID = "req-1"
+	first, err := master.Execute(ctx, w, log.appender(master))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := master.Execute(ctx, w, log.appender(master))
+	if err != nil || again != first {
+		t.Fatalf("retry answered %+v, %v; want the first result %+v", again, err, first)
+	}
+	if len(log.entries) != 1 {
+		t.Fatalf("log holds %d entries, want 1", len(log.entries))
+	}
+	// A replica promoted to master remembers the request too.
+	replica := mustOpen(t)
+	if err := replica.Apply(ctx, log.entries); err != nil {
+		t.Fatal(err)
+	}
+	again, err = replica.Execute(ctx, w, log.appender(replica))
+	if err != nil || again != first {
+		t.Fatalf("retry on the promoted replica answered %+v, %v; want %+v", again, err, first)
+	}
+}

@@ -1,0 +1,411 @@
+// Package worker is a database worker: one code path that runs as a slave (applies the sync
+// log, answers reads) and can be promoted to master (applies writes, appends them to the log).
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rideshare/rideshare/broker"
+	"github.com/rideshare/rideshare/broker/synclog"
+	"github.com/rideshare/rideshare/worker/coord"
+	"github.com/rideshare/rideshare/worker/store"
+)
+
+// ErrSteppedDown means this worker lost the master role (fenced by the log or its
+// coordination session ended). The process exits; the orchestrator replaces it.
+var ErrSteppedDown = errors.New("stepped down")
+
+// Worker is one database worker.
+type Worker struct {
+	ID     string
+	Store  *store.Store
+	Broker broker.Broker
+	Log    *synclog.Log
+	Coord  coord.Coordinator
+	Logger *slog.Logger
+	// ReadWait bounds how long a read waits for this slave to apply the read's min_seq.
+	ReadWait time.Duration
+	// ReadConcurrency is how many reads run at once.
+	ReadConcurrency int
+	// CatchUpBatch is how many log entries are applied per transaction while catching up.
+	CatchUpBatch int
+
+	entries chan store.Entry // from syncQ
+	pull    chan struct{}    // a read found a gap: catch up from the log now
+	fenced  chan error
+
+	mu       sync.Mutex
+	progress chan struct{} // closed and replaced whenever the applied sequence moves
+	role     string
+	ready    bool
+}
+
+// New returns a worker with default settings.
+func New(id string, st *store.Store, b broker.Broker, log *synclog.Log, c coord.Coordinator) *Worker {
+	return &Worker{
+		ID: id, Store: st, Broker: b, Log: log, Coord: c, Logger: slog.Default(),
+		ReadWait: 3 * time.Second, ReadConcurrency: 8, CatchUpBatch: 2000,
+	}
+}
+
+// Run serves until ctx ends (nil) or the worker must exit (an error).
+func (w *Worker) Run(ctx context.Context) error {
+	w.Logger = w.Logger.With("component", "worker", "worker", w.ID)
+	w.entries = make(chan store.Entry, 1<<16)
+	w.pull = make(chan struct{}, 1)
+	w.fenced = make(chan error, 1)
+	w.progress = make(chan struct{})
+	w.role = coord.RoleSlave
+
+	if err := w.Coord.Join(ctx, w.member()); err != nil {
+		return fmt.Errorf("join: %w", err)
+	}
+	// Subscribe before catching up, so nothing committed meanwhile is missed: entries that
+	// arrive while the log is replayed wait in the channel and are skipped if already applied.
+	syncSub, err := w.Broker.SubscribeSync(ctx, w.onSync)
+	if err != nil {
+		return err
+	}
+	defer func() { syncSub.Stop() }()
+	if err := w.catchUp(ctx, 0); err != nil {
+		return fmt.Errorf("catch up: %w", err)
+	}
+	readSub, err := w.Broker.Consume(ctx, broker.ReadQ, w.ReadConcurrency, w.handleRead)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if readSub != nil {
+			readSub.Stop()
+		}
+	}()
+	w.setReady(true)
+	if err := w.publish(ctx); err != nil {
+		return err
+	}
+	w.Logger.Info("slave ready", "applied_seq", w.Store.Applied())
+
+	watch, err := w.Coord.Watch(ctx)
+	if err != nil {
+		return err
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var writeSub broker.Subscription
+	defer func() {
+		if writeSub != nil {
+			writeSub.Stop()
+		}
+	}()
+	lastPublished := w.Store.Applied()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.Coord.Lost():
+			return fmt.Errorf("%w: coordination session lost", ErrSteppedDown)
+		case err := <-w.fenced:
+			return err
+		case e := <-w.entries:
+			if w.isMaster() {
+				continue
+			}
+			if err := w.applyFromSync(ctx, e); err != nil {
+				return err
+			}
+		case <-w.pull:
+			if err := w.catchUp(ctx, 0); err != nil {
+				w.Logger.Warn("catch up failed", "err", err)
+			}
+		case <-watch:
+			if w.isMaster() {
+				continue
+			}
+			sub, err := w.maybePromote(ctx)
+			if err != nil {
+				return err
+			}
+			if sub != nil {
+				writeSub = sub
+				syncSub.Stop()
+				readSub.Stop()
+				readSub = nil
+			}
+		case <-tick.C:
+			if !w.isMaster() {
+				// syncQ is best effort: look at the log once a second for anything missed.
+				if err := w.catchUp(ctx, 0); err != nil {
+					w.Logger.Warn("catch up failed", "err", err)
+				}
+				if sub, err := w.maybePromote(ctx); err != nil {
+					return err
+				} else if sub != nil {
+					writeSub = sub
+					syncSub.Stop()
+					readSub.Stop()
+					readSub = nil
+				}
+			}
+			if a := w.Store.Applied(); a != lastPublished {
+				lastPublished = a
+				if err := w.publish(ctx); err != nil {
+					w.Logger.Warn("publish state", "err", err)
+				}
+			}
+		}
+	}
+}
+
+func (w *Worker) isMaster() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.role == coord.RoleMaster
+}
+
+func (w *Worker) setReady(r bool) {
+	w.mu.Lock()
+	w.ready = r
+	w.mu.Unlock()
+}
+
+func (w *Worker) member() coord.Member {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return coord.Member{ID: w.ID, PID: os.Getpid(), Role: w.role, Applied: w.Store.Applied(), Ready: w.ready}
+}
+
+// publish writes this worker's state to the coordinator.
+func (w *Worker) publish(ctx context.Context) error { return w.Coord.Update(ctx, w.member()) }
+
+func (w *Worker) onSync(body []byte) {
+	var e store.Entry
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&e); err != nil || e.Seq == 0 {
+		w.Logger.Warn("dropped malformed syncQ message", "err", err)
+		return
+	}
+	select {
+	case w.entries <- e:
+	default:
+		// Full: drop it; the gap is filled from the log.
+	}
+}
+
+// applyFromSync applies e and whatever else is already queued, in one transaction; a gap is
+// filled from the log first.
+func (w *Worker) applyFromSync(ctx context.Context, e store.Entry) error {
+	batch := []store.Entry{e}
+	for len(batch) < w.CatchUpBatch {
+		select {
+		case more := <-w.entries:
+			batch = append(batch, more)
+			continue
+		default:
+		}
+		break
+	}
+	err := w.Store.Apply(ctx, batch)
+	if errors.Is(err, store.ErrGap) {
+		if err := w.catchUp(ctx, batch[len(batch)-1].Seq); err != nil {
+			return fmt.Errorf("fill gap: %w", err)
+		}
+		err = w.Store.Apply(ctx, batch)
+	}
+	w.notify()
+	if errors.Is(err, store.ErrGap) {
+		// Entries arrived out of order; the next tick's catch-up settles it.
+		return nil
+	}
+	return err
+}
+
+// catchUp applies the log from the applied sequence to `to` (0: the log's current end).
+func (w *Worker) catchUp(ctx context.Context, to uint64) error {
+	if to == 0 {
+		last, err := w.Log.Last(ctx)
+		if err != nil {
+			return err
+		}
+		to = last
+	}
+	from := w.Store.Applied() + 1
+	if from > to {
+		return nil
+	}
+	err := w.Log.Read(ctx, from, to, w.CatchUpBatch, func(msgs []synclog.Msg) error {
+		entries := make([]store.Entry, 0, len(msgs))
+		for _, m := range msgs {
+			var op store.Write
+			dec := json.NewDecoder(bytes.NewReader(m.Data))
+			dec.UseNumber()
+			if err := dec.Decode(&op); err != nil {
+				return fmt.Errorf("%w: entry %d unreadable: %v", store.ErrDiverged, m.Seq, err)
+			}
+			entries = append(entries, store.Entry{Seq: m.Seq, Op: op})
+		}
+		err := w.Store.Apply(ctx, entries)
+		w.notify()
+		return err
+	})
+	return err
+}
+
+// notify wakes reads waiting for the applied sequence to move.
+func (w *Worker) notify() {
+	w.mu.Lock()
+	close(w.progress)
+	w.progress = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// waitApplied waits until the store has applied seq, asking for a catch-up from the log if
+// syncQ does not bring it quickly.
+func (w *Worker) waitApplied(ctx context.Context, seq uint64) bool {
+	deadline := time.NewTimer(w.ReadWait)
+	defer deadline.Stop()
+	nudge := time.NewTimer(20 * time.Millisecond)
+	defer nudge.Stop()
+	for {
+		w.mu.Lock()
+		progress := w.progress
+		w.mu.Unlock()
+		if w.Store.Applied() >= seq {
+			return true
+		}
+		select {
+		case <-progress:
+		case <-nudge.C:
+			select {
+			case w.pull <- struct{}{}:
+			default:
+			}
+			nudge.Reset(200 * time.Millisecond)
+		case <-deadline.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func (w *Worker) handleRead(ctx context.Context, body []byte) []byte {
+	var r store.Read
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return marshal(ReadReply{Error: "malformed read: " + err.Error(), Kind: KindInvalid})
+	}
+	if r.Consistency != store.Eventual && r.MinSeq > w.Store.Applied() {
+		if !w.waitApplied(ctx, r.MinSeq) {
+			return marshal(ReadReply{Error: fmt.Sprintf("slave %s has applied %d, behind the read's %d", w.ID, w.Store.Applied(), r.MinSeq), Kind: KindRetry})
+		}
+	}
+	seq := w.Store.Applied()
+	rows, err := w.Store.Query(ctx, r)
+	if err != nil {
+		return marshal(ReadReply{Error: err.Error(), Kind: kindOf(err)})
+	}
+	return marshal(ReadReply{Rows: rows, Seq: seq})
+}
+
+// maybePromote takes the master role if the orchestrator designated this worker and the lock
+// is free: it reads the log to its end, appends a promotion marker (fencing any deposed
+// master) and starts taking writes.
+func (w *Worker) maybePromote(ctx context.Context) (broker.Subscription, error) {
+	id, err := w.Coord.Designated(ctx)
+	if err != nil || id != w.ID {
+		return nil, nil
+	}
+	switch err := w.Coord.AcquireMaster(ctx, w.ID); {
+	case errors.Is(err, coord.ErrHeld):
+		return nil, nil
+	case err != nil:
+		w.Logger.Warn("take master lock", "err", err)
+		return nil, nil
+	}
+	w.Logger.Info("promoting to master", "applied_seq", w.Store.Applied())
+	if err := w.catchUp(ctx, 0); err != nil {
+		return nil, fmt.Errorf("promote: catch up: %w", err)
+	}
+	if _, err := w.Store.Promote(ctx, w.ID, w.appendLog(ctx, nil)); err != nil {
+		if errors.Is(err, synclog.ErrFenced) {
+			// Someone appended after our catch-up: read again on the next round.
+			return nil, fmt.Errorf("%w: %v", ErrSteppedDown, err)
+		}
+		return nil, fmt.Errorf("promote: %w", err)
+	}
+	w.mu.Lock()
+	w.role = coord.RoleMaster
+	w.mu.Unlock()
+	sub, err := w.Broker.Consume(ctx, broker.WriteQ, 1, w.handleWrite)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.publish(ctx); err != nil {
+		w.Logger.Warn("publish state", "err", err)
+	}
+	w.Logger.Info("master ready", "applied_seq", w.Store.Applied())
+	return sub, nil
+}
+
+// appendLog returns the function Store.Execute calls to make an entry durable; resolved, if
+// not nil, receives the entry as logged.
+func (w *Worker) appendLog(ctx context.Context, resolved *store.Write) func(op store.Write) (uint64, error) {
+	return func(op store.Write) (uint64, error) {
+		data, err := json.Marshal(op)
+		if err != nil {
+			return 0, err
+		}
+		seq, err := w.Log.Append(ctx, w.Store.Applied(), data)
+		if err == nil && resolved != nil {
+			*resolved = op
+		}
+		return seq, err
+	}
+}
+
+func (w *Worker) handleWrite(ctx context.Context, body []byte) []byte {
+	var op store.Write
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&op); err != nil {
+		return marshal(WriteReply{Error: "malformed write: " + err.Error(), Kind: KindInvalid})
+	}
+	select {
+	case <-w.Coord.Lost():
+		return marshal(WriteReply{Error: "master " + w.ID + " lost its coordination session", Kind: KindRetry})
+	default:
+	}
+	var resolved store.Write
+	res, err := w.Store.Execute(ctx, op, w.appendLog(ctx, &resolved))
+	switch {
+	case errors.Is(err, synclog.ErrFenced), errors.Is(err, store.ErrDiverged):
+		w.Logger.Error("stepping down", "err", err)
+		select {
+		case w.fenced <- fmt.Errorf("%w: %v", ErrSteppedDown, err):
+		default:
+		}
+		return marshal(WriteReply{Error: "master " + w.ID + " stepped down", Kind: KindRetry})
+	case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrConstraint):
+		return marshal(WriteReply{Error: err.Error(), Kind: kindOf(err)})
+	case err != nil:
+		w.Logger.Error("write failed", "err", err)
+		return marshal(WriteReply{Error: err.Error(), Kind: KindUnavailable})
+	}
+	if err := w.Broker.PublishSync(ctx, marshal(store.Entry{Seq: res.Seq, Op: resolved})); err != nil {
+		w.Logger.Warn("syncQ publish failed; slaves will read the log", "err", err)
+	}
+	w.notify()
+	return marshal(WriteReply{Result: &res})
+}
