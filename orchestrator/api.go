@@ -216,6 +216,16 @@ func (o *Orchestrator) call(ctx context.Context, queue string, body []byte, atte
 	var last error
 	for {
 		actx, cancel := context.WithTimeout(ctx, attempt)
+		if queue == broker.WriteQ {
+			changed := o.sup.masterChanged()
+			go func() {
+				select {
+				case <-changed:
+					cancel()
+				case <-actx.Done():
+				}
+			}()
+		}
 		data, err := o.Broker.Call(actx, queue, body)
 		cancel()
 		if err == nil {

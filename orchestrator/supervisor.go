@@ -56,6 +56,9 @@ type supervisor struct {
 	// ghosts are workers declared dead whose process still runs (paused, partitioned): they
 	// are fenced off already and exit by themselves when they resume; killed after GhostGrace.
 	ghosts map[string]time.Time
+	// masterChange is closed when the master changes: writes in flight to a dead master
+	// are sent again at once instead of waiting out their try.
+	masterChange chan struct{}
 }
 
 func newID() string { return fmt.Sprintf("w%06x", rand.Uint32()&0xffffff) }
@@ -121,11 +124,12 @@ func (s *supervisor) reconcile(ctx context.Context) error {
 	}
 
 	s.mu.Lock()
-	s.members, s.master = members, master
+	s.members = members
+	s.setMasterLocked(master)
 	if designated != s.designated {
 		s.designated, s.designatedAt = designated, time.Now()
 	}
-	var toKill []string
+	var toKill, revoke []string
 	for id, since := range s.ghosts {
 		if _, running := procs[id]; !running {
 			delete(s.ghosts, id)
@@ -157,6 +161,11 @@ func (s *supervisor) reconcile(ctx context.Context) error {
 			continue
 		}
 		delete(s.workers, id)
+		if !running && id == master {
+			// The holder's process is gone for sure: free the lock now rather than after
+			// the session timeout. (A paused master keeps its process and is not revoked.)
+			revoke = append(revoke, id)
+		}
 		if w.stopping {
 			continue
 		}
@@ -170,8 +179,30 @@ func (s *supervisor) reconcile(ctx context.Context) error {
 			need--
 		}
 	}
+	var toStop []string
+	if need < 0 {
+		toStop = s.scaleInLocked(-need)
+	}
 	s.mu.Unlock()
 
+	for _, id := range toStop {
+		s.o.Logger.Info("stopping slave (scale-in)", "worker", id)
+		go func() {
+			if err := s.o.Runtime.Stop(context.WithoutCancel(ctx), id); err != nil {
+				s.o.Logger.Warn("stop slave", "worker", id, "err", err)
+			}
+		}()
+	}
+
+	for _, id := range revoke {
+		if err := s.o.Coord.Revoke(ctx, id); err != nil {
+			s.o.Logger.Warn("revoke master lock of dead worker", "worker", id, "err", err)
+		} else {
+			s.mu.Lock()
+			s.setMasterLocked("")
+			s.mu.Unlock()
+		}
+	}
 	for _, id := range toKill {
 		s.o.Logger.Warn("killing worker that outlived its session", "worker", id)
 		_ = s.o.Runtime.Kill(id)
@@ -184,6 +215,47 @@ func (s *supervisor) reconcile(ctx context.Context) error {
 	}
 	errs = append(errs, s.elect(ctx))
 	return errors.Join(errs...)
+}
+
+// setMasterLocked records the master and wakes writes waiting on the old one.
+func (s *supervisor) setMasterLocked(id string) {
+	if id == s.master {
+		return
+	}
+	s.master = id
+	if s.masterChange != nil {
+		close(s.masterChange)
+	}
+	s.masterChange = make(chan struct{})
+}
+
+// masterChanged returns a channel closed when the master changes next.
+func (s *supervisor) masterChanged() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.masterChange == nil {
+		s.masterChange = make(chan struct{})
+	}
+	return s.masterChange
+}
+
+// scaleInLocked marks the n slaves with the highest PIDs as stopping and returns them. The
+// master and the designated worker are never chosen.
+func (s *supervisor) scaleInLocked(n int) []string {
+	var cands []*tracked
+	for id, w := range s.workers {
+		if w.stopping || id == s.master || id == s.designated || w.pid == 0 {
+			continue
+		}
+		cands = append(cands, w)
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i].pid > cands[j].pid })
+	var out []string
+	for _, w := range cands[:min(n, len(cands))] {
+		w.stopping = true
+		out = append(out, w.id)
+	}
+	return out
 }
 
 func (s *supervisor) start(ctx context.Context) error {

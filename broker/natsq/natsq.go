@@ -89,16 +89,21 @@ func (b *Broker) Call(ctx context.Context, queue string, body []byte) ([]byte, e
 }
 
 type subscription struct {
-	sub    *nats.Subscription
-	wg     sync.WaitGroup
-	cancel context.CancelFunc
-	once   sync.Once
-	err    error
+	sub     *nats.Subscription
+	mu      sync.Mutex
+	stopped bool
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+	once    sync.Once
+	err     error
 }
 
 func (s *subscription) Stop() error {
 	s.once.Do(func() {
 		s.err = s.sub.Unsubscribe()
+		s.mu.Lock()
+		s.stopped = true
+		s.mu.Unlock()
 		s.wg.Wait()
 		s.cancel()
 	})
@@ -117,7 +122,16 @@ func (b *Broker) Consume(ctx context.Context, queue string, concurrency int, h b
 		// The callback runs on the subscription's one goroutine: waiting for a slot here
 		// bounds the handlers in flight and leaves the rest queued for other consumers.
 		slots <- struct{}{}
+		s.mu.Lock()
+		if s.stopped {
+			// Taken after Stop: leave it unanswered; the caller's try times out and is
+			// sent again to another consumer.
+			s.mu.Unlock()
+			<-slots
+			return
+		}
 		s.wg.Add(1)
+		s.mu.Unlock()
 		go func() {
 			defer func() { <-slots; s.wg.Done() }()
 			reply := h(ctx, m.Data)

@@ -24,6 +24,7 @@ Commands:
   rides         the rides API
   orchestrator  the database API, worker supervision, embedded NATS JetStream
   worker        one database worker (started by the orchestrator)
+  bench         load and failover measurements against a running system
 
 Run 'rideshare <command> --help' for a command's flags.
 `
@@ -47,6 +48,7 @@ func run(args []string) int {
 		"users":        cmdUsers,
 		"rides":        cmdRides,
 		"gateway":      cmdGateway,
+		"bench":        cmdBench,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

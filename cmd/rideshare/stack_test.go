@@ -38,7 +38,7 @@ func mustStack(tb testing.TB, opts ...stackOpt) *stack {
 		orchestratorAddr: "127.0.0.1:0",
 		slaves:           1,
 		scaleInterval:    time.Hour,
-		coord:            coordFlags{zkRoot: "/rideshare", sessionTimeout: 2 * time.Second},
+		coord:            coordFlags{zkRoot: "/rideshare", sessionTimeout: 3 * time.Second},
 		runtime:          "process",
 		writeTimeout:     15 * time.Second,
 		readTimeout:      15 * time.Second,

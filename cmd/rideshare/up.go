@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/rideshare/rideshare/broker"
 	"github.com/rideshare/rideshare/broker/natsq"
 	"github.com/rideshare/rideshare/broker/synclog"
 	"github.com/rideshare/rideshare/httpsvc/gateway"
@@ -54,7 +55,7 @@ func (c *upConfig) flags(name string) *flag.FlagSet {
 	fs.StringVar(&c.coord.zk, "zk", "", "ZooKeeper servers host:port,…; empty: the embedded coordinator")
 	fs.StringVar(&c.coord.zkRoot, "zk-root", "/rideshare", "ZooKeeper root path")
 	fs.DurationVar(&c.coord.sessionTimeout, "session-timeout", 3*time.Second, "coordination session timeout (how fast a dead worker is noticed)")
-	fs.StringVar(&c.runtime, "runtime", "process", "worker runtime: process")
+	fs.StringVar(&c.runtime, "runtime", "process", "worker runtime: process (child processes) or docker (containers of the rideshare image)")
 	fs.StringVar(&c.adminToken, "admin-token", "", "if set, required as 'Authorization: Bearer <token>' on the database and crash APIs")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "how long a write waits for a master (failovers included)")
 	fs.DurationVar(&c.readTimeout, "read-timeout", 10*time.Second, "how long a read waits for a slave")
@@ -105,6 +106,16 @@ func (s *stack) Close() error {
 	return errors.Join(errs...)
 }
 
+// closer closes l unless the HTTP server already did.
+func closer(l net.Listener) func() error {
+	return func() error {
+		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	}
+}
+
 func listen(addr string) (net.Listener, string, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -135,30 +146,24 @@ func startStack(ctx context.Context, cfg upConfig, logger *slog.Logger) (_ *stac
 			st.Close()
 		}
 	}()
-	if cfg.amqp != "" {
-		return nil, errors.New("--amqp is not supported yet: the queues run on the embedded NATS server")
-	}
-	if cfg.runtime != "process" {
-		return nil, fmt.Errorf("--runtime %q is not supported yet (use process)", cfg.runtime)
-	}
 	// Listen first, so every service knows the others' real addresses (ports may be 0).
 	var lg, lu, lr, lo net.Listener
 	if lg, st.GatewayURL, err = listen(cfg.gatewayAddr); err != nil {
 		return st, err
 	}
-	st.onClose(lg.Close)
+	st.onClose(closer(lg))
 	if lu, st.UsersURL, err = listen(cfg.usersAddr); err != nil {
 		return st, err
 	}
-	st.onClose(lu.Close)
+	st.onClose(closer(lu))
 	if lr, st.RidesURL, err = listen(cfg.ridesAddr); err != nil {
 		return st, err
 	}
-	st.onClose(lr.Close)
+	st.onClose(closer(lr))
 	if lo, st.OrchestratorURL, err = listen(cfg.orchestratorAddr); err != nil {
 		return st, err
 	}
-	st.onClose(lo.Close)
+	st.onClose(closer(lo))
 
 	if err := startDatabase(ctx, cfg, logger, st); err != nil {
 		return st, err
@@ -212,28 +217,55 @@ func startDatabase(ctx context.Context, cfg upConfig, logger *slog.Logger, st *s
 	}
 	st.onClose(c.Close)
 
-	command := cfg.workerCommand
-	if command == nil {
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		command = []string{exe, "worker"}
-	}
-	st.Runtime = procrt.New(command, workersDir, func(id, dir string) []string {
+	workerArgs := func(id, dir string) []string {
 		args := []string{"--id", id, "--data", dir, "--nats", st.NATS.ClientURL(),
 			"--session-timeout", cfg.coord.sessionTimeout.String(), "--log-level", cfg.logLevel}
 		if cfg.coord.zk != "" {
 			args = append(args, "--zk", cfg.coord.zk, "--zk-root", cfg.coord.zkRoot)
 		}
+		if cfg.amqp != "" {
+			args = append(args, "--amqp", cfg.amqp)
+		}
 		return args
-	})
-	st.Runtime.Env = cfg.workerEnv
-	st.Runtime.Logger = logger
-	st.onClose(st.Runtime.Close)
+	}
+	var rt orchestrator.Runtime
+	switch cfg.runtime {
+	case "process":
+		command := cfg.workerCommand
+		if command == nil {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			command = []string{exe, "worker"}
+		}
+		st.Runtime = procrt.New(command, workersDir, workerArgs)
+		st.Runtime.Env = cfg.workerEnv
+		st.Runtime.Logger = logger
+		st.onClose(st.Runtime.Close)
+		rt = st.Runtime
+	case "docker":
+		drt, err := openDockerRuntime(ctx, cfg, workerArgs, logger)
+		if err != nil {
+			return err
+		}
+		rt = drt
+	default:
+		return fmt.Errorf("--runtime %q: use process or docker", cfg.runtime)
+	}
+
+	var b broker.Broker = natsq.FromConn(nc, logger)
+	if cfg.amqp != "" {
+		ab, err := openAMQP(ctx, cfg.amqp, "orchestrator", logger)
+		if err != nil {
+			return err
+		}
+		st.onClose(ab.Close)
+		b = ab
+	}
 
 	reg := metrics.NewRegistry()
-	o := orchestrator.New(natsq.FromConn(nc, logger), c, st.Runtime, log)
+	o := orchestrator.New(b, c, rt, log)
 	o.Logger, o.Registry, o.Slaves = logger, reg, cfg.slaves
 	o.AdminToken, o.WriteTimeout, o.ReadTimeout = cfg.adminToken, cfg.writeTimeout, cfg.readTimeout
 	if err := o.Open(ctx); err != nil {

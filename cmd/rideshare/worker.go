@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/rideshare/rideshare/broker"
 	"github.com/rideshare/rideshare/broker/natsq"
 	"github.com/rideshare/rideshare/broker/synclog"
 	"github.com/rideshare/rideshare/worker"
@@ -53,6 +54,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 	id := fs.String("id", "", "worker ID (unique)")
 	data := fs.String("data", "", "directory for this worker's SQLite file")
 	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "the orchestrator's NATS server (sync log; queues unless --amqp)")
+	amqpURL := fs.String("amqp", "", "RabbitMQ URL for the four queues; empty: NATS")
 	var cf coordFlags
 	fs.StringVar(&cf.zk, "zk", "", "ZooKeeper servers host:port,…; empty: the embedded coordinator")
 	fs.StringVar(&cf.zkRoot, "zk-root", "/rideshare", "ZooKeeper root path")
@@ -93,7 +95,15 @@ func cmdWorker(ctx context.Context, args []string) error {
 		return err
 	}
 	defer st.Close()
-	b := natsq.FromConn(nc, logger)
+	var b broker.Broker = natsq.FromConn(nc, logger)
+	if *amqpURL != "" {
+		ab, err := openAMQP(ctx, *amqpURL, "worker-"+*id, logger)
+		if err != nil {
+			return err
+		}
+		defer ab.Close()
+		b = ab
+	}
 	w := worker.New(*id, st, b, log, c)
 	w.Logger = logger
 	return w.Run(ctx)

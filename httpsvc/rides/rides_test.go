@@ -525,7 +525,7 @@ func TestOperationalEndpoints(t *testing.T) {
 	t.Run("readyz with the database down", func(t *testing.T) {
 		s.db.Store.Close()
 		got := do(t, "GET", s.rides+"/readyz", "", "")
-		if got.Code != 503 || !strings.HasPrefix(got.Body, `{"error":"not ready: database read: `) {
+		if got.Code != 503 || !strings.HasPrefix(got.Body, `{"error":"not ready: database: `) {
 			t.Fatalf("got %+v", got)
 		}
 	})

@@ -402,7 +402,7 @@ func TestOperationalEndpoints(t *testing.T) {
 	t.Run("readyz with the database down", func(t *testing.T) {
 		e.db.Store.Close()
 		got := e.do(t, "GET", "/readyz", "", "")
-		if got.Code != 503 || !strings.HasPrefix(got.Body, `{"error":"not ready: database read: `) {
+		if got.Code != 503 || !strings.HasPrefix(got.Body, `{"error":"not ready: database: `) {
 			t.Fatalf("got %+v", got)
 		}
 	})

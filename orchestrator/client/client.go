@@ -134,3 +134,22 @@ func normalize(out any) {
 		}
 	}
 }
+
+// Ping asks the orchestrator's /readyz whether it has a ready master and slaves. It makes no
+// db/read, so readiness probes do not count towards autoscaling.
+func (c *Client) Ping(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+"/readyz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("%w: orchestrator not ready: %s", ErrUnavailable, strings.TrimSpace(string(body)))
+	}
+	return nil
+}

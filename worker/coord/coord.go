@@ -60,6 +60,10 @@ type Coordinator interface {
 	AcquireMaster(ctx context.Context, id string) error
 	// Master returns the ID holding the master lock, or "" if none.
 	Master(ctx context.Context) (string, error)
+	// Revoke removes the master lock if id holds it, whichever session that is. Only for a
+	// holder known to be dead (its process exited): it frees the lock at once instead of
+	// after the session timeout. Revoking a lock id does not hold is a no-op.
+	Revoke(ctx context.Context, id string) error
 	// Lost is closed when this session has ended: its members and lock are gone or about to
 	// be, and the process must no longer act on them.
 	Lost() <-chan struct{}

@@ -32,3 +32,9 @@ func (l *Local) Read(ctx context.Context, r Read) ([]Row, error) {
 	}
 	return l.Store.Query(ctx, r)
 }
+
+// Ping reports whether the store is open.
+func (l *Local) Ping(ctx context.Context) error {
+	_, err := l.Store.Query(ctx, Read{Table: "users", Columns: []string{"id"}, Limit: 1})
+	return err
+}

@@ -46,6 +46,7 @@ func Run(t *testing.T, newCoord func(t *testing.T) coord.Coordinator, kill func(
 	t.Run("OnlyOneSessionHoldsMaster", s.onlyOneHoldsMaster)
 	t.Run("MasterFreedWhenHolderCloses", s.masterFreedOnClose)
 	t.Run("MasterFreedWhenHolderDies", s.masterFreedOnKill)
+	t.Run("RevokeFreesTheLockOfTheNamedHolderOnly", s.revokeFreesNamedHolder)
 	t.Run("DesignationPersistsAcrossSessions", s.designationPersists)
 	t.Run("WatchReportsEveryKindOfChange", s.watchReportsChanges)
 	t.Run("WatchClosesWhenContextEnds", s.watchClosesOnCancel)
@@ -262,6 +263,35 @@ func (s *suite) masterFreedOnKill(t *testing.T) {
 	case <-a.Lost():
 	case <-time.After(Timeout):
 		t.Fatal("the killed holder's Lost is not closed")
+	}
+}
+
+func (s *suite) revokeFreesNamedHolder(t *testing.T) {
+	a, b := s.newCoord(t), s.newCoord(t)
+	if err := a.AcquireMaster(t.Context(), "revoke-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Revoke(t.Context(), "someone-else"); err != nil {
+		t.Fatalf("Revoke of a lock held by another id: %v", err)
+	}
+	if got := mustMaster(t, b); got != "revoke-a" {
+		t.Fatalf("Master after revoking another id = %q, want revoke-a", got)
+	}
+	// Revoke is immediate: no waiting for a session timeout.
+	if err := b.Revoke(t.Context(), "revoke-a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustMaster(t, b); got != "" {
+		t.Fatalf("Master right after Revoke = %q, want none", got)
+	}
+	if err := b.AcquireMaster(t.Context(), "revoke-b"); err != nil {
+		t.Fatalf("AcquireMaster after Revoke: %v", err)
+	}
+	if err := b.Revoke(t.Context(), "revoke-a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustMaster(t, a); got != "revoke-b" {
+		t.Fatalf("a stale Revoke removed the new holder's lock: master %q", got)
 	}
 }
 

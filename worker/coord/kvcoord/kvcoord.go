@@ -41,6 +41,7 @@ type KV struct {
 	Logger *slog.Logger
 
 	leases, persist jetstream.KeyValue
+	stream          jetstream.Stream // the lease bucket's stream
 
 	mu        sync.Mutex
 	members   map[string]coord.Member
@@ -71,6 +72,10 @@ func (k *KV) Open(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("lease bucket %s: %w", k.Bucket, err)
+	}
+	k.stream, err = js.Stream(ctx, "KV_"+k.Bucket)
+	if err != nil {
+		return fmt.Errorf("lease bucket stream: %w", err)
 	}
 	k.persist, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: k.Bucket + "_persist", History: 1, Storage: jetstream.FileStorage,
@@ -124,7 +129,7 @@ func (k *KV) heartbeat(ctx context.Context) {
 }
 
 func (k *KV) refresh(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, k.TTL/4)
+	ctx, cancel := context.WithTimeout(ctx, k.TTL/2)
 	defer cancel()
 	k.mu.Lock()
 	members := make([]coord.Member, 0, len(k.members))
@@ -218,13 +223,17 @@ func (k *KV) Members(ctx context.Context) ([]coord.Member, error) {
 	if err := k.alive(); err != nil {
 		return nil, err
 	}
-	lister, err := k.leases.ListKeysFiltered(ctx, memberPrefix+">")
+	// One stream-info request lists every member subject at once. (ListKeys runs a
+	// watcher whose "initial values done" marker can come early while keys are being
+	// refreshed, which would make a live member look gone.)
+	prefix := "$KV." + k.Bucket + "."
+	info, err := k.stream.Info(ctx, jetstream.WithSubjectFilter(prefix+memberPrefix+">"))
 	if err != nil {
 		return nil, fmt.Errorf("list members: %w", err)
 	}
 	var keys []string
-	for key := range lister.Keys() {
-		keys = append(keys, key)
+	for subj := range info.State.Subjects {
+		keys = append(keys, strings.TrimPrefix(subj, prefix))
 	}
 	var out []coord.Member
 	for _, key := range keys {
@@ -341,6 +350,30 @@ func (k *KV) Master(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return get(ctx, k.leases, keyMaster)
+}
+
+// Revoke deletes the master lock if it names id, at the revision read, so a lock taken by
+// someone else meanwhile is left alone.
+func (k *KV) Revoke(ctx context.Context, id string) error {
+	if err := k.alive(); err != nil {
+		return err
+	}
+	e, err := k.leases.Get(ctx, keyMaster)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read master lock: %w", err)
+	}
+	if string(e.Value()) != id {
+		return nil
+	}
+	err = k.leases.Delete(ctx, keyMaster, jetstream.LastRevision(e.Revision()))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		return nil
+	}
+	return err
 }
 
 func get(ctx context.Context, kv jetstream.KeyValue, key string) (string, error) {

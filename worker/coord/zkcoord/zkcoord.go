@@ -511,6 +511,25 @@ func (z *ZK) Master(ctx context.Context) (string, error) {
 	return z.get(ctx, "read master", z.masterPath())
 }
 
+// Revoke deletes the master lock node if it names id (version-checked, so a lock taken by
+// someone else meanwhile is left alone).
+func (z *ZK) Revoke(ctx context.Context, id string) error {
+	return z.do(ctx, "revoke master", func(conn *zk.Conn) error {
+		data, stat, err := conn.Get(z.masterPath())
+		if errors.Is(err, zk.ErrNoNode) || (err == nil && string(data) != id) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		err = conn.Delete(z.masterPath(), stat.Version)
+		if errors.Is(err, zk.ErrNoNode) || errors.Is(err, zk.ErrBadVersion) {
+			return nil
+		}
+		return err
+	})
+}
+
 func (z *ZK) get(ctx context.Context, op, p string) (string, error) {
 	var s string
 	err := z.do(ctx, op, func(conn *zk.Conn) error {
