@@ -226,7 +226,11 @@ func (o *Orchestrator) call(ctx context.Context, queue string, body []byte, atte
 				}
 			}()
 		}
+		start := time.Now()
 		data, err := o.Broker.Call(actx, queue, body)
+		if err == nil {
+			o.m.roundTrip.WithLabelValues(queue).Observe(time.Since(start).Seconds())
+		}
 		cancel()
 		if err == nil {
 			dec := json.NewDecoder(bytes.NewReader(data))

@@ -26,6 +26,7 @@ type orchMetrics struct {
 	dbRequests  *prometheus.CounterVec
 	dbLatency   *prometheus.HistogramVec
 	ackedSeq    prometheus.Gauge
+	roundTrip   *prometheus.HistogramVec
 }
 
 func newOrchMetrics(reg prometheus.Registerer) *orchMetrics {
@@ -43,6 +44,10 @@ func newOrchMetrics(reg prometheus.Registerer) *orchMetrics {
 			Name: "rideshare_db_request_duration_seconds", Help: "Database API latency, queue round trip included.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"op"})),
+		roundTrip: metrics.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "rideshare_queue_roundtrip_seconds", Help: "One try on a queue: publish to answer on responseQ, by queue.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 15),
+		}, []string{"queue"})),
 		ackedSeq: metrics.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rideshare_synclog_acknowledged_seq", Help: "Highest sync-log sequence acknowledged to a client.",
 		})),

@@ -37,10 +37,16 @@ type Worker struct {
 	ReadConcurrency int
 	// CatchUpBatch is how many log entries are applied per transaction while catching up.
 	CatchUpBatch int
+	// WriteConcurrency is how many writes the master takes from writeQ at once; those
+	// waiting together are committed together (one transaction, one log append).
+	WriteConcurrency int
+	// MaxGroup bounds the writes committed together.
+	MaxGroup int
 
 	entries chan store.Entry // from syncQ
 	pull    chan struct{}    // a read found a gap: catch up from the log now
 	fenced  chan error
+	writes  chan writeReq // master: writes waiting for the committer
 
 	mu       sync.Mutex
 	progress chan struct{} // closed and replaced whenever the applied sequence moves
@@ -53,6 +59,7 @@ func New(id string, st *store.Store, b broker.Broker, log *synclog.Log, c coord.
 	return &Worker{
 		ID: id, Store: st, Broker: b, Log: log, Coord: c, Logger: slog.Default(),
 		ReadWait: 3 * time.Second, ReadConcurrency: 8, CatchUpBatch: 2000,
+		WriteConcurrency: 64, MaxGroup: 256,
 	}
 }
 
@@ -347,7 +354,9 @@ func (w *Worker) maybePromote(ctx context.Context) (broker.Subscription, error) 
 	w.mu.Lock()
 	w.role = coord.RoleMaster
 	w.mu.Unlock()
-	sub, err := w.Broker.Consume(ctx, broker.WriteQ, 1, w.handleWrite)
+	w.writes = make(chan writeReq, w.WriteConcurrency)
+	go w.commitLoop(ctx)
+	sub, err := w.Broker.Consume(ctx, broker.WriteQ, w.WriteConcurrency, w.handleWrite)
 	if err != nil {
 		return nil, err
 	}
@@ -374,6 +383,12 @@ func (w *Worker) appendLog(ctx context.Context, resolved *store.Write) func(op s
 	}
 }
 
+type writeReq struct {
+	op    store.Write
+	reply chan []byte
+}
+
+// handleWrite hands a write to the committer and waits for its answer.
 func (w *Worker) handleWrite(ctx context.Context, body []byte) []byte {
 	var op store.Write
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -382,30 +397,90 @@ func (w *Worker) handleWrite(ctx context.Context, body []byte) []byte {
 	if err := dec.Decode(&op); err != nil {
 		return marshal(WriteReply{Error: "malformed write: " + err.Error(), Kind: KindInvalid})
 	}
+	req := writeReq{op: op, reply: make(chan []byte, 1)}
+	select {
+	case w.writes <- req:
+	case <-ctx.Done():
+		return marshal(WriteReply{Error: "master " + w.ID + " is stopping", Kind: KindRetry})
+	}
+	select {
+	case r := <-req.reply:
+		return r
+	case <-ctx.Done():
+		return marshal(WriteReply{Error: "master " + w.ID + " is stopping", Kind: KindRetry})
+	}
+}
+
+// commitLoop is the master's one writer: it takes the writes waiting, commits them as one
+// group (one SQLite transaction, one log append), fans the entry out on syncQ and answers
+// each write.
+func (w *Worker) commitLoop(ctx context.Context) {
+	for {
+		var batch []writeReq
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-w.writes:
+			batch = append(batch, r)
+		}
+	more:
+		for len(batch) < w.MaxGroup {
+			select {
+			case r := <-w.writes:
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		w.commitGroup(ctx, batch)
+	}
+}
+
+func (w *Worker) commitGroup(ctx context.Context, batch []writeReq) {
+	answer := func(r WriteReply) {
+		for _, b := range batch {
+			b.reply <- marshal(r)
+		}
+	}
 	select {
 	case <-w.Coord.Lost():
-		return marshal(WriteReply{Error: "master " + w.ID + " lost its coordination session", Kind: KindRetry})
+		answer(WriteReply{Error: "master " + w.ID + " lost its coordination session", Kind: KindRetry})
+		return
 	default:
 	}
-	var resolved store.Write
-	res, err := w.Store.Execute(ctx, op, w.appendLog(ctx, &resolved))
-	switch {
-	case errors.Is(err, synclog.ErrFenced), errors.Is(err, store.ErrDiverged):
-		w.Logger.Error("stepping down", "err", err)
-		select {
-		case w.fenced <- fmt.Errorf("%w: %v", ErrSteppedDown, err):
-		default:
+	ops := make([]store.Write, len(batch))
+	for i, b := range batch {
+		ops[i] = b.op
+	}
+	var entry store.Write
+	before := w.Store.Applied()
+	outs := w.Store.ExecuteGroup(ctx, ops, w.appendLog(ctx, &entry))
+	if seq := w.Store.Applied(); seq > before {
+		// Fan out before answering, so slaves usually have it when the next read comes.
+		if err := w.Broker.PublishSync(ctx, marshal(store.Entry{Seq: seq, Op: entry})); err != nil {
+			w.Logger.Warn("syncQ publish failed; slaves will read the log", "err", err)
 		}
-		return marshal(WriteReply{Error: "master " + w.ID + " stepped down", Kind: KindRetry})
-	case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrConstraint):
-		return marshal(WriteReply{Error: err.Error(), Kind: kindOf(err)})
-	case err != nil:
-		w.Logger.Error("write failed", "err", err)
-		return marshal(WriteReply{Error: err.Error(), Kind: KindUnavailable})
+		w.notify()
 	}
-	if err := w.Broker.PublishSync(ctx, marshal(store.Entry{Seq: res.Seq, Op: resolved})); err != nil {
-		w.Logger.Warn("syncQ publish failed; slaves will read the log", "err", err)
+	for i, o := range outs {
+		var reply WriteReply
+		switch err := o.Err; {
+		case err == nil:
+			res := o.Result
+			reply.Result = &res
+		case errors.Is(err, synclog.ErrFenced), errors.Is(err, store.ErrDiverged):
+			w.Logger.Error("stepping down", "err", err)
+			select {
+			case w.fenced <- fmt.Errorf("%w: %v", ErrSteppedDown, err):
+			default:
+			}
+			reply = WriteReply{Error: "master " + w.ID + " stepped down", Kind: KindRetry}
+		case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrConstraint):
+			reply = WriteReply{Error: err.Error(), Kind: kindOf(err)}
+		default:
+			w.Logger.Error("write failed", "err", err)
+			reply = WriteReply{Error: err.Error(), Kind: KindUnavailable}
+		}
+		batch[i].reply <- marshal(reply)
 	}
-	w.notify()
-	return marshal(WriteReply{Result: &res})
 }

@@ -37,6 +37,7 @@ func mustStack(tb testing.TB, opts ...stackOpt) *stack {
 		ridesAddr:        "127.0.0.1:0",
 		orchestratorAddr: "127.0.0.1:0",
 		slaves:           1,
+		minSlaves:        1,
 		scaleInterval:    time.Hour,
 		coord:            coordFlags{zkRoot: "/rideshare", sessionTimeout: 3 * time.Second},
 		runtime:          "process",

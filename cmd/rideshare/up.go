@@ -31,6 +31,8 @@ type upConfig struct {
 	orchestratorAddr                  string
 	slaves                            int
 	scaleInterval                     time.Duration
+	minSlaves, maxSlaves              int
+	prometheusURL                     string
 	amqp                              string
 	coord                             coordFlags
 	runtime                           string
@@ -50,7 +52,10 @@ func (c *upConfig) flags(name string) *flag.FlagSet {
 	fs.StringVar(&c.ridesAddr, "rides", "127.0.0.1:8082", "rides service listen address")
 	fs.StringVar(&c.orchestratorAddr, "orchestrator", "127.0.0.1:8083", "orchestrator (DBaaS API) listen address")
 	fs.IntVar(&c.slaves, "slaves", 1, "slave workers to run beside the master")
-	fs.DurationVar(&c.scaleInterval, "scale-interval", 2*time.Minute, "autoscaling interval")
+	fs.DurationVar(&c.scaleInterval, "scale-interval", 2*time.Minute, "autoscaling interval: every interval the slaves are set to max(min-slaves, ceil(db reads/20))")
+	fs.IntVar(&c.minSlaves, "min-slaves", 1, "fewest slaves the scaler keeps")
+	fs.IntVar(&c.maxSlaves, "max-slaves", 0, "most slaves the scaler asks for; 0: no limit")
+	fs.StringVar(&c.prometheusURL, "prometheus-url", "", "Prometheus server that scrapes every orchestrator (e.g. http://prometheus:9090): the scaler counts db reads there, falling back to this orchestrator's counter; empty: this orchestrator's counter")
 	fs.StringVar(&c.amqp, "amqp", "", "RabbitMQ URL for the four queues (e.g. amqp://guest:guest@127.0.0.1:5672/); empty: embedded NATS")
 	fs.StringVar(&c.coord.zk, "zk", "", "ZooKeeper servers host:port,…; empty: the embedded coordinator")
 	fs.StringVar(&c.coord.zkRoot, "zk-root", "/rideshare", "ZooKeeper root path")
@@ -273,5 +278,12 @@ func startDatabase(ctx context.Context, cfg upConfig, logger *slog.Logger, st *s
 	}
 	st.Orchestrator = o
 	st.onClose(o.Close)
+	sc := orchestrator.NewScaler(o)
+	sc.Interval, sc.Min, sc.Max, sc.PrometheusURL = cfg.scaleInterval, cfg.minSlaves, cfg.maxSlaves, cfg.prometheusURL
+	sc.Logger = logger
+	if err := sc.Open(ctx); err != nil {
+		return err
+	}
+	st.onClose(sc.Close)
 	return nil
 }

@@ -100,6 +100,9 @@ type Write struct {
 	// answered with the first result and not applied again, so a request can be retried
 	// after a timeout or redelivered by a broker. Only on the top-level write.
 	RequestID string `json:"request_id,omitempty"`
+	// Group, in the log only, is several independent writes the master committed together
+	// (group commit); each succeeded and carries its own RequestID.
+	Group []Write `json:"group,omitempty"`
 }
 
 // MaxRequestID bounds the length of a RequestID.
@@ -178,6 +181,20 @@ func validateWrite(w Write, allowAuto, allowBatch bool) error {
 	}
 	if w.RequestID != "" && !allowBatch {
 		return invalid("request_id belongs on the top-level write only")
+	}
+	if w.Group != nil {
+		if !allowAuto || !allowBatch || w.Table != "" || w.Insert != nil || w.Delete != nil || w.Batch != nil || w.Clear || w.Promote != "" || w.RequestID != "" {
+			return invalid("group is written by the database itself")
+		}
+		for i, g := range w.Group {
+			if g.Group != nil || g.Promote != "" {
+				return invalid("group[%d]: a group holds plain writes", i)
+			}
+			if err := validateWrite(g, true, true); err != nil {
+				return fmt.Errorf("group[%d]: %w", i, err)
+			}
+		}
+		return nil
 	}
 	if w.Promote != "" {
 		if !allowAuto || w.Table != "" || w.Insert != nil || w.Delete != nil || w.Batch != nil || w.Clear {

@@ -136,57 +136,150 @@ func (s *Store) Applied() uint64 { return s.applied.Load() }
 // commits. If appendLog fails nothing is changed. If the commit fails after the append, the
 // entry is in the log but not here: Execute returns ErrDiverged and the caller must rebuild.
 func (s *Store) Execute(ctx context.Context, w Write, appendLog func(op Write) (uint64, error)) (Result, error) {
-	if err := ValidateWrite(w); err != nil {
-		return Result{}, err
+	out := s.ExecuteGroup(ctx, []Write{w}, appendLog)
+	return out[0].Result, out[0].Err
+}
+
+// Outcome is the answer to one write of a group.
+type Outcome struct {
+	Result Result
+	Err    error
+}
+
+// ExecuteGroup is Execute for several independent writes at once (group commit): each is
+// applied inside its own savepoint, so one that fails (invalid, constraint) leaves the others;
+// those that succeed share one transaction and one log entry (a Group entry, or the write itself
+// when only one succeeds), so their cost of the log round trip is paid once.
+func (s *Store) ExecuteGroup(ctx context.Context, ws []Write, appendLog func(op Write) (uint64, error)) []Outcome {
+	out := make([]Outcome, len(ws))
+	fail := func(err error) []Outcome {
+		for i := range out {
+			if out[i].Err == nil && out[i].Result.Seq == 0 {
+				out[i].Err = err
+			}
+		}
+		return out
 	}
-	return s.execute(ctx, w, appendLog)
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fail(fmt.Errorf("begin: %w", err))
+	}
+	defer tx.Rollback()
+	var (
+		resolved []Write
+		applied  []int              // indexes of ws applied now, in log order
+		firstOf  = map[string]int{} // request id → index of its first write in this group
+		dupOf    = map[int]int{}
+	)
+	for i, w := range ws {
+		if err := ValidateWrite(w); err != nil {
+			out[i].Err = err
+			continue
+		}
+		if w.RequestID != "" {
+			if j, ok := firstOf[w.RequestID]; ok {
+				dupOf[i] = j
+				continue
+			}
+			var res Result
+			err := tx.QueryRowContext(ctx, `SELECT seq, rid, affected FROM requests WHERE id = ?`, w.RequestID).Scan(&res.Seq, &res.ID, &res.Affected)
+			if err == nil {
+				out[i].Result = res // applied before: answer as the first time
+				continue
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				out[i].Err = fmt.Errorf("look up request %s: %w", w.RequestID, err)
+				continue
+			}
+		}
+		r, res, err := applyIsolated(ctx, tx, w)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		r.RequestID = w.RequestID
+		resolved = append(resolved, r)
+		applied = append(applied, i)
+		out[i].Result = res
+		if w.RequestID != "" {
+			firstOf[w.RequestID] = i
+		}
+	}
+	if len(applied) > 0 {
+		entry := resolved[0]
+		if len(resolved) > 1 {
+			entry = Write{Group: resolved}
+		}
+		seq, err := s.commit(ctx, tx, entry, appendLog, func(seq uint64) error {
+			for _, i := range applied {
+				if err := recordRequest(ctx, tx, ws[i].RequestID, seq, out[i].Result); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		for _, i := range applied {
+			out[i].Result.Seq, out[i].Err = seq, err
+			if err != nil {
+				out[i].Result = Result{}
+			}
+		}
+	}
+	for i, j := range dupOf {
+		out[i] = out[j]
+	}
+	return out
+}
+
+// applyIsolated applies w inside a savepoint, undoing it alone if it fails.
+func applyIsolated(ctx context.Context, tx *sql.Tx, w Write) (Write, Result, error) {
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+		return w, Result{}, err
+	}
+	r, res, err := apply(ctx, tx, w, true)
+	if err != nil {
+		if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO w"); rerr != nil {
+			return w, Result{}, errors.Join(err, rerr)
+		}
+	}
+	if _, rerr := tx.ExecContext(ctx, "RELEASE w"); rerr != nil && err == nil {
+		err = rerr
+	}
+	return r, res, err
+}
+
+// commit appends entry to the log right after the applied sequence, runs record with the
+// sequence, records it as applied and commits.
+func (s *Store) commit(ctx context.Context, tx *sql.Tx, entry Write, appendLog func(op Write) (uint64, error), record func(seq uint64) error) (uint64, error) {
+	seq, err := appendLog(entry)
+	if err != nil {
+		return 0, err
+	}
+	if want := s.applied.Load() + 1; seq != want {
+		return 0, fmt.Errorf("%w: log appended at %d, expected %d", ErrDiverged, seq, want)
+	}
+	if err := record(seq); err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrDiverged, err)
+	}
+	if err := setApplied(ctx, tx, seq); err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrDiverged, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("%w: commit after log append: %v", ErrDiverged, err)
+	}
+	s.applied.Store(seq)
+	return seq, nil
 }
 
 // Promote appends and applies the marker that id became master (see Write.Promote).
 func (s *Store) Promote(ctx context.Context, id string, appendLog func(op Write) (uint64, error)) (Result, error) {
-	return s.execute(ctx, Write{Promote: id}, appendLog)
-}
-
-func (s *Store) execute(ctx context.Context, w Write, appendLog func(op Write) (uint64, error)) (Result, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return Result{}, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
-	if w.RequestID != "" {
-		var res Result
-		err := tx.QueryRowContext(ctx, `SELECT seq, rid, affected FROM requests WHERE id = ?`, w.RequestID).Scan(&res.Seq, &res.ID, &res.Affected)
-		if err == nil {
-			return res, nil // applied before: answer as the first time
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return Result{}, fmt.Errorf("look up request %s: %w", w.RequestID, err)
-		}
-	}
-	resolved, res, err := apply(ctx, tx, w, true)
-	if err != nil {
-		return Result{}, err
-	}
-	resolved.RequestID = w.RequestID
-	seq, err := appendLog(resolved)
-	if err != nil {
-		return Result{}, err
-	}
-	if want := s.applied.Load() + 1; seq != want {
-		return Result{}, fmt.Errorf("%w: log appended at %d, expected %d", ErrDiverged, seq, want)
-	}
-	if err := recordRequest(ctx, tx, w.RequestID, seq, res); err != nil {
-		return Result{}, fmt.Errorf("%w: %v", ErrDiverged, err)
-	}
-	if err := setApplied(ctx, tx, seq); err != nil {
-		return Result{}, fmt.Errorf("%w: %v", ErrDiverged, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return Result{}, fmt.Errorf("%w: commit after log append: %v", ErrDiverged, err)
-	}
-	s.applied.Store(seq)
-	res.Seq = seq
-	return res, nil
+	seq, err := s.commit(ctx, tx, Write{Promote: id}, appendLog, func(uint64) error { return nil })
+	return Result{Seq: seq}, err
 }
 
 // Apply applies log entries in sequence order in one transaction. Entries at or below the
@@ -211,11 +304,7 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) error {
 		if err := validateWrite(e.Op, true, true); err != nil {
 			return fmt.Errorf("%w: entry %d: %v", ErrDiverged, e.Seq, err)
 		}
-		_, res, err := apply(ctx, tx, e.Op, false)
-		if err != nil {
-			return fmt.Errorf("%w: entry %d: %v", ErrDiverged, e.Seq, err)
-		}
-		if err := recordRequest(ctx, tx, e.Op.RequestID, e.Seq, res); err != nil {
+		if err := applyEntry(ctx, tx, e); err != nil {
 			return fmt.Errorf("%w: entry %d: %v", ErrDiverged, e.Seq, err)
 		}
 		applied = e.Seq
@@ -231,6 +320,25 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) error {
 	}
 	s.applied.Store(applied)
 	return gap
+}
+
+// applyEntry replays one log entry: a write, or a group of writes that all succeeded on the
+// master, each remembered under its request id.
+func applyEntry(ctx context.Context, tx *sql.Tx, e Entry) error {
+	ops := []Write{e.Op}
+	if e.Op.Group != nil {
+		ops = e.Op.Group
+	}
+	for _, op := range ops {
+		_, res, err := apply(ctx, tx, op, false)
+		if err != nil {
+			return err
+		}
+		if err := recordRequest(ctx, tx, op.RequestID, e.Seq, res); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RequestWindow is how many log entries a request ID is remembered for.

@@ -300,3 +300,39 @@ func TestRequestIDAppliesOnceEvenAfterFailover(t *testing.T) {
 		t.Fatalf("retry on the promoted replica answered %+v, %v; want %+v", again, err, first)
 	}
 }
+
+func TestExecuteGroupCommitsTheGoodWritesInOneEntry(t *testing.T) {
+	ctx := context.Background()
+	master, log := mustOpen(t), &memLog{}
+	a, dup, bad, ridden := user("a"), user("a"), user("b"), ride("a", 1, 2)
+	a.RequestID, dup.RequestID = "r1", "r1" // the same request sent twice
+	bad.Insert["password"] = 7              // invalid
+	out := master.ExecuteGroup(ctx, []Write{a, dup, bad, ridden, user("a")}, log.appender(master))
+	if len(log.entries) != 1 || len(log.entries[0].Op.Group) != 2 {
+		t.Fatalf("log = %+v, want one group entry of the user and the ride", log.entries)
+	}
+	if out[0].Err != nil || out[1] != out[0] {
+		t.Fatalf("request sent twice: %+v and %+v, want the same success", out[0], out[1])
+	}
+	if !errors.Is(out[2].Err, ErrInvalid) {
+		t.Fatalf("invalid write: %v", out[2].Err)
+	}
+	if out[3].Err != nil || out[3].Result.Seq != 1 || out[3].Result.ID == 0 {
+		t.Fatalf("ride after its user in one group: %+v", out[3])
+	}
+	if !errors.Is(out[4].Err, ErrConstraint) {
+		t.Fatalf("duplicate username in the group: %v", out[4].Err)
+	}
+	replica := mustOpen(t)
+	if err := replica.Apply(ctx, log.entries); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := dump(t, replica), dump(t, master); !reflect.DeepEqual(got, want) {
+		t.Fatalf("replica differs:\n got %v\nwant %v", got, want)
+	}
+	// The replica remembers the request id of a write inside a group.
+	again, err := replica.Execute(ctx, a, log.appender(replica))
+	if err != nil || again != out[0].Result {
+		t.Fatalf("retry on replica: %+v, %v; want %+v", again, err, out[0].Result)
+	}
+}

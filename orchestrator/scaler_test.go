@@ -1,0 +1,374 @@
+package orchestrator_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/rideshare/rideshare/metrics"
+	"github.com/rideshare/rideshare/orchestrator"
+)
+
+func TestScalerDecision(t *testing.T) {
+	for _, c := range []struct {
+		reads    float64
+		min, max int
+		want     int
+	}{
+		{0, 1, 0, 1},
+		{1, 1, 0, 1},
+		{20, 1, 0, 1},
+		{21, 1, 0, 2},
+		{40, 1, 0, 2},
+		{41, 1, 0, 3},
+		{60, 1, 0, 3},
+		{1000, 1, 0, 50},
+		// The minimum holds when there are few reads, and only then.
+		{0, 3, 0, 3},
+		{41, 3, 0, 3},
+		{61, 3, 0, 4},
+		{0, 0, 0, 0},
+		{1, 0, 0, 1},
+		// The maximum caps, even a minimum set above it.
+		{1000, 1, 5, 5},
+		{100, 1, 5, 5},
+		{99, 1, 5, 5},
+		{80, 1, 5, 4},
+		{0, 2, 1, 1},
+		// A counter reset or a rounding artefact never asks for fewer than the minimum.
+		{-3, 1, 0, 1},
+	} {
+		t.Run(fmt.Sprintf("%v reads min %d max %d gives %d", c.reads, c.min, c.max, c.want), func(t *testing.T) {
+			if got := orchestrator.DesiredSlaves(c.reads, c.min, c.max); got != c.want {
+				t.Fatalf("DesiredSlaves(%v, %d, %d) = %d, want %d", c.reads, c.min, c.max, got, c.want)
+			}
+		})
+	}
+}
+
+// dbAPI is the part of the orchestrator's HTTP API the scaler counts from: the real metrics
+// middleware on a chi router, with handlers that answer without a database.
+type dbAPI struct {
+	reg *prometheus.Registry
+	url string
+}
+
+func mustDBAPI(tb testing.TB) *dbAPI {
+	tb.Helper()
+	reg := metrics.NewRegistry()
+	r := chi.NewRouter()
+	r.Use(metrics.NewHTTP("orchestrator", reg).Middleware)
+	answer := func(w http.ResponseWriter, r *http.Request) {
+		if b, _ := io.ReadAll(r.Body); string(b) == "bad" {
+			w.WriteHeader(http.StatusBadRequest)
+		}
+		fmt.Fprint(w, "{}")
+	}
+	r.Post("/api/v1/db/read", answer)
+	r.Post("/api/v1/db/write", answer)
+	r.Get("/api/v1/workers", answer)
+	srv := httptest.NewServer(r)
+	tb.Cleanup(srv.Close)
+	return &dbAPI{reg: reg, url: srv.URL}
+}
+
+// do sends n requests, a few at a time, and requires them answered.
+func (a *dbAPI) do(tb testing.TB, n int, method, path, body string) {
+	tb.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 8)
+	for range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			req, err := http.NewRequest(method, a.url+path, strings.NewReader(body))
+			if err != nil {
+				errs <- err
+				return
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			resp.Body.Close()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		tb.Fatal(err)
+	}
+}
+
+func (a *dbAPI) reads(tb testing.TB, n int) {
+	tb.Helper()
+	a.do(tb, n, "POST", "/api/v1/db/read", "{}")
+}
+
+// pool records what the scaler asks for.
+type pool chan int
+
+func (p pool) SetSlaves(n int) { p <- n }
+
+// next waits for the scaler's next decision.
+func (p pool) next(tb testing.TB) int {
+	tb.Helper()
+	select {
+	case n := <-p:
+		return n
+	case <-time.After(10 * time.Second):
+		tb.Fatal("no scaling decision within 10s")
+	}
+	return 0
+}
+
+// syncBuffer is a log destination the scaler writes to from its goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func mustScaler(tb testing.TB, api *dbAPI, interval time.Duration, edit func(*orchestrator.Scaler)) (pool, *syncBuffer) {
+	tb.Helper()
+	p := make(pool, 16)
+	logs := &syncBuffer{}
+	s := &orchestrator.Scaler{
+		Pool: p, Reads: orchestrator.RegistryReads{Gatherer: api.reg}, Registry: api.reg,
+		Interval: interval, Min: 1, Slaves: 1,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if edit != nil {
+		edit(s)
+	}
+	if err := s.Open(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return p, logs
+}
+
+// gathered is the value of the counter or gauge name, with label=value when label is set.
+func gathered(tb testing.TB, g prometheus.Gatherer, name, label, value string) float64 {
+	tb.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label == "" || slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+				return l.GetName() == label && l.GetValue() == value
+			}) {
+				if m.Counter != nil {
+					return m.Counter.GetValue()
+				}
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	tb.Fatalf("%s{%s=%q} not gathered", name, label, value)
+	return 0
+}
+
+func TestScalerCountsOnlyDBReads(t *testing.T) {
+	api := mustDBAPI(t)
+	rr := orchestrator.RegistryReads{Gatherer: api.reg}
+	if n, err := rr.DBReads(); err != nil || n != 0 {
+		t.Fatalf("before any request: %v, %v; want 0", n, err)
+	}
+	api.reads(t, 3)
+	api.do(t, 2, "POST", "/api/v1/db/read", "bad") // a 400 is a read too
+	api.do(t, 5, "POST", "/api/v1/db/write", "{}")
+	api.do(t, 4, "GET", "/api/v1/workers", "")
+	api.do(t, 1, "GET", "/api/v1/db/read", "") // 405: not a POST
+	if n, err := rr.DBReads(); err != nil || n != 5 {
+		t.Fatalf("after 3 + 2 reads, writes and others: %v, %v; want 5", n, err)
+	}
+}
+
+func TestScalerInterval(t *testing.T) {
+	const interval = 500 * time.Millisecond
+	api := mustDBAPI(t)
+	p, logs := mustScaler(t, api, interval, nil)
+
+	t.Run("no decision before the first read", func(t *testing.T) {
+		// Absence can only be watched for a while: three intervals of writes and other
+		// requests, none of which starts the timer.
+		deadline := time.After(3 * interval)
+		for {
+			api.do(t, 1, "POST", "/api/v1/db/write", "{}")
+			api.do(t, 1, "GET", "/api/v1/workers", "")
+			select {
+			case n := <-p:
+				t.Fatalf("scaled to %d before any read", n)
+			case <-deadline:
+				return
+			case <-time.After(interval / 10):
+			}
+		}
+	})
+	t.Run("50 reads in an interval give 3 slaves", func(t *testing.T) {
+		api.reads(t, 45)
+		api.do(t, 5, "POST", "/api/v1/db/read", "bad")
+		api.do(t, 30, "POST", "/api/v1/db/write", "{}")
+		if n := p.next(t); n != 3 {
+			t.Fatalf("scaled to %d, want 3", n)
+		}
+		if got := gathered(t, api.reg, "rideshare_scaler_last_interval_reads", "", ""); got != 50 {
+			t.Fatalf("last interval reads %v, want 50", got)
+		}
+	})
+	t.Run("an idle interval gives 1 slave", func(t *testing.T) {
+		if n := p.next(t); n != 1 {
+			t.Fatalf("scaled to %d, want 1", n)
+		}
+	})
+	t.Run("each interval counts from zero", func(t *testing.T) {
+		// Right after a decision: these reads fall in the interval that has just begun.
+		api.reads(t, 21)
+		if n := p.next(t); n != 2 {
+			t.Fatalf("scaled to %d, want 2", n)
+		}
+		api.reads(t, 20)
+		if n := p.next(t); n != 1 {
+			t.Fatalf("scaled to %d, want 1", n)
+		}
+	})
+	t.Run("decisions are counted by direction", func(t *testing.T) {
+		for dir, want := range map[string]float64{"up": 2, "down": 2} {
+			if got := gathered(t, api.reg, "rideshare_scaler_decisions_total", "direction", dir); got != want {
+				t.Errorf("decisions %s = %v, want %v", dir, got, want)
+			}
+		}
+		if !strings.Contains(logs.String(), "scaling timer started") {
+			t.Errorf("no log line for the start of the timer:\n%s", logs)
+		}
+	})
+}
+
+func TestScalerMinMax(t *testing.T) {
+	api := mustDBAPI(t)
+	p, _ := mustScaler(t, api, 500*time.Millisecond, func(s *orchestrator.Scaler) { s.Min, s.Max, s.Slaves = 2, 4, 2 })
+	api.reads(t, 100)
+	if n := p.next(t); n != 4 {
+		t.Fatalf("100 reads with max 4: scaled to %d", n)
+	}
+	if n := p.next(t); n != 2 {
+		t.Fatalf("idle with min 2: scaled to %d", n)
+	}
+}
+
+// fakePrometheus answers /api/v1/query the way Prometheus does, with what answer returns.
+func fakePrometheus(tb testing.TB, wantQuery string, answer func() (int, string)) *httptest.Server {
+	tb.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/query" || r.URL.Query().Get("query") != wantQuery {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `{"status":"error","errorType":"bad_data","error":"unexpected %s %q"}`, r.URL.Path, r.URL.Query().Get("query"))
+			return
+		}
+		code, body := answer()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		fmt.Fprint(w, body)
+	}))
+	tb.Cleanup(srv.Close)
+	return srv
+}
+
+func TestScalerPrometheus(t *testing.T) {
+	const interval = 500 * time.Millisecond
+	wantQuery := `sum(increase(rideshare_http_requests_total{service="orchestrator",route="/api/v1/db/read",method="POST"}[500ms]))`
+	if q := (&orchestrator.Scaler{Interval: 2 * time.Minute}).ReadsQuery(); q != strings.Replace(wantQuery, "500ms", "120s", 1) {
+		t.Fatalf("query for 2m: %s", q)
+	}
+	var mu sync.Mutex
+	code, body := 200, ""
+	set := func(c int, b string) { mu.Lock(); code, body = c, b; mu.Unlock() }
+	prom := fakePrometheus(t, wantQuery, func() (int, string) { mu.Lock(); defer mu.Unlock(); return code, body })
+	api := mustDBAPI(t)
+	p, logs := mustScaler(t, api, interval, func(s *orchestrator.Scaler) { s.PrometheusURL = prom.URL })
+
+	t.Run("the count comes from Prometheus", func(t *testing.T) {
+		// 44.6 reads over every orchestrator (increase() extrapolates): 45, 3 slaves.
+		set(200, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000.1,"44.6"]}]}}`)
+		api.reads(t, 1) // starts the timer
+		if n := p.next(t); n != 3 {
+			t.Fatalf("scaled to %d, want 3", n)
+		}
+	})
+	t.Run("an unreachable Prometheus falls back to the local count", func(t *testing.T) {
+		set(503, `{"status":"error","errorType":"unavailable","error":"shutting down"}`)
+		api.reads(t, 25)
+		if n := p.next(t); n != 2 {
+			t.Fatalf("scaled to %d, want 2 from the 25 local reads", n)
+		}
+		if !strings.Contains(logs.String(), "Prometheus did not answer") {
+			t.Fatalf("no warning about the fallback:\n%s", logs)
+		}
+	})
+	t.Run("Prometheus never counts fewer reads than the local counter", func(t *testing.T) {
+		// The first increment of a series born in the window escapes increase().
+		set(200, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000.1,"0"]}]}}`)
+		api.reads(t, 30)
+		if n := p.next(t); n != 2 {
+			t.Fatalf("scaled to %d, want 2 from the 30 local reads", n)
+		}
+	})
+	t.Run("no series in Prometheus falls back to the local count", func(t *testing.T) {
+		set(200, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+		api.reads(t, 41)
+		if n := p.next(t); n != 3 {
+			t.Fatalf("scaled to %d, want 3 from the 41 local reads", n)
+		}
+	})
+}
+
+func TestScalerRefusesBadSettings(t *testing.T) {
+	api := mustDBAPI(t)
+	for name, edit := range map[string]func(*orchestrator.Scaler){
+		"zero interval":  func(s *orchestrator.Scaler) { s.Interval = 0 },
+		"min above max":  func(s *orchestrator.Scaler) { s.Min, s.Max = 3, 2 },
+		"negative min":   func(s *orchestrator.Scaler) { s.Min = -1 },
+		"not a http URL": func(s *orchestrator.Scaler) { s.PrometheusURL = "prometheus:9090" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := &orchestrator.Scaler{Pool: make(pool), Reads: orchestrator.RegistryReads{Gatherer: api.reg}, Interval: time.Second, Min: 1}
+			edit(s)
+			if err := s.Open(context.Background()); err == nil {
+				s.Close()
+				t.Fatal("Open accepted it")
+			}
+		})
+	}
+}
