@@ -18,7 +18,7 @@ run: build
 
 # Everything: format and vet, then every test with the race detector (which needs cgo).
 test: lint services build
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(PKGS)
+	CGO_ENABLED=1 $(GO) test -race -count=1 -p 1 -timeout 60m $(PKGS)
 
 # Unit tests only: no ZooKeeper or RabbitMQ needed.
 unit:

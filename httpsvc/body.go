@@ -129,7 +129,13 @@ func (b Body) check(fields []string) error {
 	}
 	if len(unknown) > 0 {
 		slices.Sort(unknown)
-		return BadRequest("unknown field %q (expected %s)", unknown[0], quoteList(fields))
+		name := unknown[0]
+		if len(name) > 32 || strings.ContainsAny(name, "{}\"") {
+			// Never echo a long or JSON-looking name: it may be the whole body, password
+			// included (JSON sent as a form).
+			return BadRequest("unknown field (expected %s; is the Content-Type right?)", quoteList(fields))
+		}
+		return BadRequest("unknown field %q (expected %s)", name, quoteList(fields))
 	}
 	for _, name := range fields {
 		if _, ok := b[name]; !ok {

@@ -57,6 +57,15 @@ func (o *Orchestrator) respond(w http.ResponseWriter, r *http.Request, v any, er
 	writeJSON(w, ae.status, map[string]string{"error": ae.msg})
 }
 
+// allowed is the method of each route, for the Allow header of a 405 (chi does not pass the
+// route's methods to a custom MethodNotAllowed handler).
+var allowed = map[string]string{
+	"/healthz": "GET", "/readyz": "GET", "/metrics": "GET",
+	"/api/v1/db/write": "POST", "/api/v1/db/read": "POST", "/api/v1/db/clear": "POST",
+	"/api/v1/crash/master": "POST", "/api/v1/crash/slave": "POST",
+	"/api/v1/worker/list": "GET", "/api/v1/workers": "GET",
+}
+
 // Handler serves the DBaaS API.
 func (o *Orchestrator) Handler() http.Handler {
 	r := chi.NewRouter()
@@ -66,6 +75,9 @@ func (o *Orchestrator) Handler() http.Handler {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint"})
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		if allow, ok := allowed[r.URL.Path]; ok {
+			w.Header().Set("Allow", allow)
+		}
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": r.Method + " is not allowed here"})
 	})
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -102,8 +114,8 @@ func (o *Orchestrator) Handler() http.Handler {
 func (o *Orchestrator) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if o.AdminToken != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(o.AdminToken)) != 1 {
+			scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+			if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(got), []byte(o.AdminToken)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="rideshare"`)
 				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token"})
 				return

@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rideshare/rideshare/broker"
+	"github.com/rideshare/rideshare/metrics"
 )
 
 // Broker is a broker.Broker on one NATS connection.
@@ -23,9 +25,14 @@ type Broker struct {
 	Logger *slog.Logger
 	// InProcess, if set, connects to an embedded server without a socket.
 	InProcess nats.InProcessConnProvider
+	// Registerer receives the broker's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
 
 	nc     *nats.Conn
 	shared bool // the connection belongs to the caller
+
+	poisonOnce sync.Once
+	poison     *prometheus.CounterVec
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -90,6 +97,7 @@ func (b *Broker) Call(ctx context.Context, queue string, body []byte) ([]byte, e
 
 type subscription struct {
 	sub     *nats.Subscription
+	nc      *nats.Conn
 	mu      sync.Mutex
 	stopped bool
 	wg      sync.WaitGroup
@@ -101,6 +109,10 @@ type subscription struct {
 func (s *subscription) Stop() error {
 	s.once.Do(func() {
 		s.err = s.sub.Unsubscribe()
+		if s.err == nil && s.nc != nil {
+			// Once Stop returns the server no longer routes requests here.
+			_ = s.nc.FlushTimeout(2 * time.Second)
+		}
 		s.mu.Lock()
 		s.stopped = true
 		s.mu.Unlock()
@@ -110,15 +122,37 @@ func (s *subscription) Stop() error {
 	return s.err
 }
 
-// Consume serves queue as a member of its queue group.
+// poisonCounter is rideshare_broker_poison_messages_total, declared exactly as in package
+// amqpq (same name, help and labels) so that both can share a registry.
+func (b *Broker) poisonCounter() *prometheus.CounterVec {
+	b.poisonOnce.Do(func() {
+		b.poison = metrics.Register(b.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metrics.Namespace,
+			Name:      "broker_poison_messages_total",
+			Help:      "Malformed messages taken off a queue and dropped or dead-lettered, by queue.",
+		}, []string{"queue"}))
+	})
+	return b.poison
+}
+
+// Consume serves queue as a member of its queue group. A message without a reply subject is
+// dropped (logged and counted as poison).
 func (b *Broker) Consume(ctx context.Context, queue string, concurrency int, h broker.Handler) (broker.Subscription, error) {
 	if concurrency < 1 {
 		concurrency = 1
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &subscription{cancel: cancel}
+	s := &subscription{cancel: cancel, nc: b.nc}
 	slots := make(chan struct{}, concurrency)
+	poison := b.poisonCounter()
 	sub, err := b.nc.QueueSubscribe(queue, queue, func(m *nats.Msg) {
+		if m.Reply == "" {
+			// Nobody waits for an answer: not a request of ours but a stray publish. Never
+			// hand it to the handler: a write nobody asked for must not reach the database.
+			poison.WithLabelValues(queue).Inc()
+			b.Logger.Warn("dropped a request without reply subject", "queue", queue, "bytes", len(m.Data))
+			return
+		}
 		// The callback runs on the subscription's one goroutine: waiting for a slot here
 		// bounds the handlers in flight and leaves the rest queued for other consumers.
 		slots <- struct{}{}
@@ -135,10 +169,8 @@ func (b *Broker) Consume(ctx context.Context, queue string, concurrency int, h b
 		go func() {
 			defer func() { <-slots; s.wg.Done() }()
 			reply := h(ctx, m.Data)
-			if m.Reply != "" {
-				if err := m.Respond(reply); err != nil {
-					b.Logger.Warn("answer lost", "queue", queue, "err", err)
-				}
+			if err := m.Respond(reply); err != nil {
+				b.Logger.Warn("answer lost", "queue", queue, "err", err)
 			}
 		}()
 	})

@@ -2,13 +2,21 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/rideshare/rideshare/broker"
+	"github.com/rideshare/rideshare/broker/amqpq"
 )
 
-// openAMQP connects the four queues to RabbitMQ.
+// openAMQP connects the four queues to RabbitMQ. The orchestrator (name "orchestrator")
+// declares its reply queue, responseQ, as soon as it connects; workers never declare one.
 func openAMQP(ctx context.Context, url, name string, logger *slog.Logger) (broker.Broker, error) {
-	return nil, errors.New("--amqp: RabbitMQ transport not built yet")
+	b := amqpq.New(url, name)
+	b.Logger = logger
+	b.Caller = name == "orchestrator"
+	if err := b.Open(ctx); err != nil {
+		return nil, fmt.Errorf("--amqp: %w", err)
+	}
+	return b, nil
 }

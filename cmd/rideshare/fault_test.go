@@ -23,20 +23,26 @@ import (
 // coordinators lists the coordinators the HA tests run against.
 func coordinators(t *testing.T) []struct {
 	name string
-	opt  stackOpt
+	opt  func(*testing.T) stackOpt
 } {
 	cs := []struct {
 		name string
-		opt  stackOpt
-	}{{"embedded", func(*upConfig) {}}}
+		opt  func(*testing.T) stackOpt
+	}{{"embedded", func(*testing.T) stackOpt { return func(*upConfig) {} }}}
+	if os.Getenv("RIDESHARE_SKIP_AMQP") != "1" {
+		cs = append(cs, struct {
+			name string
+			opt  func(*testing.T) stackOpt
+		}{"embedded-on-rabbitmq", withAMQP})
+	}
 	if os.Getenv("RIDESHARE_SKIP_ZK") == "1" {
 		t.Log("RIDESHARE_SKIP_ZK=1: ZooKeeper variants skipped")
 		return cs
 	}
 	return append(cs, struct {
 		name string
-		opt  stackOpt
-	}{"zookeeper", withZK(t)})
+		opt  func(*testing.T) stackOpt
+	}{"zookeeper", withZK})
 }
 
 // withZK runs the stack's coordination on the ZooKeeper of `make services`, under a root of
@@ -228,7 +234,7 @@ func TestHA(t *testing.T) {
 	for _, c := range coordinators(t) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Run("master killed ten times under writes loses nothing", func(t *testing.T) {
-				st := mustStack(t, c.opt, withSlaves(2))
+				st := mustStack(t, c.opt(t), withSlaves(2))
 				load := startWriteLoad(t, st, 4)
 				load.waitAcks(t, 20, 30*time.Second)
 				for i := range 10 {
@@ -243,7 +249,7 @@ func TestHA(t *testing.T) {
 				t.Logf("%d writes acknowledged, %d not (in flight during a kill)", len(acked), load.failed)
 			})
 			t.Run("slaves killed under reads keep answering", func(t *testing.T) {
-				st := mustStack(t, c.opt, withSlaves(2))
+				st := mustStack(t, c.opt(t), withSlaves(2))
 				stop := make(chan struct{})
 				var failures, reads atomic.Int64
 				var wg sync.WaitGroup
@@ -280,7 +286,7 @@ func TestHA(t *testing.T) {
 				}
 			})
 			t.Run("crashed master is replaced by the lowest-PID slave", func(t *testing.T) {
-				st := mustStack(t, c.opt, withSlaves(3))
+				st := mustStack(t, c.opt(t), withSlaves(3))
 				ws := settled(t, st, 4)
 				var slaves []int
 				for _, w := range ws {
@@ -318,7 +324,7 @@ func TestHA(t *testing.T) {
 				settled(t, st, 4)
 			})
 			t.Run("paused master acknowledges nothing after it is replaced", func(t *testing.T) {
-				st := mustStack(t, c.opt, withSlaves(2))
+				st := mustStack(t, c.opt(t), withSlaves(2))
 				settled(t, st, 3)
 				load := startWriteLoad(t, st, 4)
 				load.waitAcks(t, 20, 30*time.Second)
@@ -349,7 +355,7 @@ func TestHA(t *testing.T) {
 				checkReplicas(t, st, ws, acked)
 			})
 			t.Run("no master or slave to crash is a 409", func(t *testing.T) {
-				st := mustStack(t, c.opt, withSlaves(0))
+				st := mustStack(t, c.opt(t), withSlaves(0))
 				code, body := call(t, "POST", st.OrchestratorURL+"/api/v1/crash/slave", nil)
 				if code != 409 {
 					t.Fatalf("crash/slave with no slave: %d %s, want 409", code, body)

@@ -305,6 +305,9 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) error {
 			return fmt.Errorf("%w: entry %d: %v", ErrDiverged, e.Seq, err)
 		}
 		if err := applyEntry(ctx, tx, e); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err() // stopping, not diverging
+			}
 			return fmt.Errorf("%w: entry %d: %v", ErrDiverged, e.Seq, err)
 		}
 		applied = e.Seq
