@@ -3,15 +3,16 @@
 
 GO      ?= go
 BIN     := bin/rideshare
+IMAGE   ?= rideshare:latest
 PKGS    := ./...
 export CGO_ENABLED := 0
 
-.PHONY: all build run test unit lint services services-stop clean
+.PHONY: all build run test unit lint services services-stop clean image compose-up compose-down
 
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags '-s -w' -o $(BIN) ./cmd/rideshare
+	$(GO) build -trimpath -tags timetzdata -ldflags '-s -w' -o $(BIN) ./cmd/rideshare
 
 run: build
 	./$(BIN) up
@@ -34,6 +35,20 @@ services:
 
 services-stop:
 	bash scripts/services.sh stop
+
+# The rideshare image with no registry: bin/rideshare in an image FROM scratch (deploy/Dockerfile).
+# The build context is the repository, cut down to bin/rideshare and deploy/rootfs by .dockerignore.
+image: build
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+# One Docker host with no registry: ZooKeeper, RabbitMQ and Prometheus on the host (Debian
+# packages), gateway, users, rides, orchestrator and its workers in containers (deploy/README.md).
+compose-up: build
+	bash scripts/host-services.sh
+	docker-compose up --build -d
+
+compose-down:
+	docker-compose down
 
 clean:
 	rm -rf bin data

@@ -1,11 +1,19 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"net/http/httptest"
 	"os"
 	"os/exec"
+	"slices"
+	"sort"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/rideshare/rideshare/orchestrator"
+	"github.com/rideshare/rideshare/worker/store"
 )
 
 func withData(dir string) stackOpt { return func(c *upConfig) { c.data = dir } }
@@ -63,4 +71,54 @@ func TestZooKeeperRestart(t *testing.T) {
 	load.waitAcks(t, 20, 30*time.Second)
 	acked := load.finish()
 	checkReplicas(t, st, settled(t, st, 3), acked)
+}
+
+// A new orchestrator on the same broker, coordinator and runtime (what a restarted
+// orchestrator finds) adopts the running workers: the same PIDs, no extra worker, no data
+// lost.
+func TestOrchestratorRestartAdoptsRunningWorkers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end to end")
+	}
+	st := mustStack(t, withSlaves(2))
+	before := settled(t, st, 3)
+	mustCall(t, 201, "PUT", st.GatewayURL+"/api/v1/users", map[string]string{"username": "kept", "password": sha1hex(3)})
+	old := st.Orchestrator
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o := orchestrator.New(old.Broker, old.Coord, old.Runtime, old.Log)
+	o.Slaves, o.Logger = 2, old.Logger
+	if err := o.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	srv := httptest.NewServer(o.Handler())
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := o.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pids := func(ws []orchestrator.WorkerInfo) []int {
+		var out []int
+		for _, w := range ws {
+			out = append(out, w.PID)
+		}
+		sort.Ints(out)
+		return out
+	}
+	want := pids(before)
+	// Several reconciles later the pool is still exactly the adopted one.
+	for range 3 {
+		body := mustCall(t, 200, "POST", srv.URL+"/api/v1/db/read", store.Read{Table: "users", Columns: []string{"username"}, Where: store.Where{"username": "kept"}})
+		if !strings.Contains(string(body), `"kept"`) {
+			t.Fatalf("user written before the restart not read after it: %s", body)
+		}
+		if got := pids(o.Workers()); !slices.Equal(got, want) {
+			t.Fatalf("workers after restart %v, want the same %v", got, want)
+		}
+		time.Sleep(o.Poll) // let the supervisor reconcile again before looking once more
+	}
+	mustCall(t, 200, "POST", srv.URL+"/api/v1/db/write", store.Write{Table: "users", Insert: map[string]any{"username": "after", "password": sha1hex(4)}})
 }

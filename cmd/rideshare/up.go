@@ -36,6 +36,7 @@ type upConfig struct {
 	amqp                              string
 	coord                             coordFlags
 	runtime                           string
+	docker                            dockerFlags // --runtime docker, --nats-listen/--nats-advertise (docker.go)
 	adminToken                        string
 	writeTimeout, readTimeout         time.Duration
 	logLevel                          string
@@ -65,6 +66,7 @@ func (c *upConfig) flags(name string) *flag.FlagSet {
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "how long a write waits for a master (failovers included)")
 	fs.DurationVar(&c.readTimeout, "read-timeout", 10*time.Second, "how long a read waits for a slave")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	c.docker.register(fs)
 	return fs
 }
 
@@ -207,7 +209,12 @@ func startDatabase(ctx context.Context, cfg upConfig, logger *slog.Logger, st *s
 	if err := os.RemoveAll(workersDir); err != nil {
 		return err
 	}
-	st.NATS = &natsq.Server{StoreDir: filepath.Join(cfg.data, "nats"), Port: -1}
+	// Containers cannot reach the host's loopback: see dockerFlags.listenAddr.
+	natsHost, natsPort, err := cfg.docker.listenAddr(ctx, cfg.runtime, logger)
+	if err != nil {
+		return err
+	}
+	st.NATS = &natsq.Server{StoreDir: filepath.Join(cfg.data, "nats"), Host: natsHost, Port: natsPort}
 	if err := st.NATS.Open(); err != nil {
 		return err
 	}
@@ -227,8 +234,9 @@ func startDatabase(ctx context.Context, cfg upConfig, logger *slog.Logger, st *s
 	}
 	st.onClose(c.Close)
 
+	natsURL := cfg.docker.advertiseURL(ctx, cfg.runtime, st.NATS.ClientURL(), logger)
 	workerArgs := func(id, dir string) []string {
-		args := []string{"--id", id, "--data", dir, "--nats", st.NATS.ClientURL(),
+		args := []string{"--id", id, "--data", dir, "--nats", natsURL,
 			"--session-timeout", cfg.coord.sessionTimeout.String(), "--log-level", cfg.logLevel}
 		if cfg.coord.zk != "" {
 			args = append(args, "--zk", cfg.coord.zk, "--zk-root", cfg.coord.zkRoot)
@@ -259,6 +267,7 @@ func startDatabase(ctx context.Context, cfg upConfig, logger *slog.Logger, st *s
 		if err != nil {
 			return err
 		}
+		st.onClose(drt.Close)
 		rt = drt
 	default:
 		return fmt.Errorf("--runtime %q: use process or docker", cfg.runtime)

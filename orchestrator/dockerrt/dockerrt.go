@@ -230,12 +230,12 @@ func (r *Runtime) Start(ctx context.Context, id string) (int, error) {
 		Env:    r.Env,
 		Labels: labels,
 	}
-	hc := &container.HostConfig{
-		NetworkMode: container.NetworkMode(r.Network),
-		ExtraHosts:  r.ExtraHosts,
-	}
-	if r.Network != "host" {
-		cfg.Hostname = id
+	hc := &container.HostConfig{NetworkMode: container.NetworkMode(r.Network)}
+	if !strings.HasPrefix(r.Network, "container:") { // which owns the hostname and /etc/hosts
+		hc.ExtraHosts = r.ExtraHosts
+		if r.Network != "host" {
+			cfg.Hostname = id
+		}
 	}
 	created, err := r.cli.ContainerCreate(ctx, cfg, hc, nil, nil, r.ContainerName(id))
 	if err != nil {

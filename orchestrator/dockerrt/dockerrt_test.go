@@ -150,7 +150,7 @@ func containers(t *testing.T, cli *client.Client, stack, id string) []container.
 func sortedPIDs(m map[string]int) []int { return slices.Sorted(maps.Values(m)) }
 
 // The worker-runtime contract (start, list, kill, stop, adopt) on the real engine.
-func TestRuntime(t *testing.T) {
+func TestDockerRuntime(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds an image and runs containers")
 	}

@@ -44,10 +44,12 @@ func Client(tb testing.TB) *client.Client {
 	defer cancel()
 	if _, err := cli.Ping(ctx); err != nil {
 		cli.Close()
-		tb.Skipf("\n*****************************************************************\n"+
-			"SKIPPED: no Docker Engine answers at %s (%v).\n"+
+		msg := fmt.Sprintf("\n*****************************************************************\n"+
+			"SKIPPED %s: no Docker Engine answers at %s (%v).\n"+
 			"The Docker worker runtime is NOT tested. Start dockerd (or set DOCKER_HOST).\n"+
-			"*****************************************************************", cli.DaemonHost(), err)
+			"*****************************************************************", tb.Name(), cli.DaemonHost(), err)
+		fmt.Fprintln(os.Stderr, msg) // shown even without -v when the package is tested alone
+		tb.Skip(msg)
 	}
 	tb.Cleanup(func() { cli.Close() })
 	return cli
