@@ -132,3 +132,13 @@ func Handle(log *slog.Logger, h HandlerFunc) http.HandlerFunc {
 		}
 	}
 }
+
+// NewTransport returns an HTTP transport for one service calling another: it keeps enough
+// idle connections per host for many concurrent requests (http.DefaultTransport keeps 2, so
+// under load most requests would open and close a connection).
+func NewTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	return t
+}

@@ -30,7 +30,7 @@ type Gateway struct {
 	// UsersURL and RidesURL are the upstreams' base URLs, e.g. http://127.0.0.1:8081.
 	UsersURL, RidesURL string
 	// Transport carries the proxied requests and the readiness checks; nil means
-	// http.DefaultTransport.
+	// httpsvc.NewTransport().
 	Transport http.RoundTripper
 	// Logger receives the gateway's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -76,7 +76,7 @@ func (g *Gateway) init() {
 		g.Registry = metrics.NewRegistry()
 	}
 	if g.Transport == nil {
-		g.Transport = http.DefaultTransport
+		g.Transport = httpsvc.NewTransport()
 	}
 	users := g.proxy("users", g.UsersURL)
 	rides := g.proxy("rides", g.RidesURL)

@@ -87,7 +87,7 @@ func (s *Service) init() {
 		s.Registry = metrics.NewRegistry()
 	}
 	if s.HTTP == nil {
-		s.HTTP = &http.Client{Timeout: 10 * time.Second}
+		s.HTTP = &http.Client{Timeout: 10 * time.Second, Transport: httpsvc.NewTransport()}
 	}
 	if s.Location == nil {
 		s.Location = time.UTC

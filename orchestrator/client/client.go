@@ -34,8 +34,17 @@ func New(baseURL, token string) *Client {
 	return &Client{
 		BaseURL: strings.TrimRight(baseURL, "/"),
 		Token:   token,
-		HTTP:    &http.Client{Timeout: 30 * time.Second},
+		HTTP:    &http.Client{Timeout: 30 * time.Second, Transport: transport()},
 	}
+}
+
+// transport keeps enough idle connections to the orchestrator for many concurrent requests
+// (http.DefaultTransport keeps 2 per host, so under load most requests would dial anew).
+func transport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	return t
 }
 
 // Write sends one write. A 400 wraps store.ErrInvalid, a 409 store.ErrConstraint, a 503 or a
