@@ -268,3 +268,35 @@ func BenchmarkExecuteBatch100(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rides/s")
 }
+
+// BenchmarkExecuteGroup is the master's group commit: ExecuteGroup of `group` independent
+// ride inserts (each in its own savepoint, one transaction, one log entry). One op is one
+// acknowledged ride; group=1 is Execute.
+func BenchmarkExecuteGroup(b *testing.B) {
+	for _, group := range []int{1, 8, 32} {
+		b.Run("group="+strconv.Itoa(group), func(b *testing.B) {
+			ctx := context.Background()
+			s := benchOpen(b)
+			appendLog := benchAppender(s)
+			if _, err := s.Execute(ctx, store.Write{Table: "users", Insert: map[string]any{"username": "alice", "password": benchPassword}}, appendLog); err != nil {
+				b.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(11, 12))
+			ops := make([]store.Write, b.N)
+			for i := range ops {
+				ops[i] = benchRide(rng, "alice", 198)
+				ops[i].RequestID = fmt.Sprintf("%032x", i)
+			}
+			b.ResetTimer()
+			for i := 0; i < len(ops); i += group {
+				for _, o := range s.ExecuteGroup(ctx, ops[i:min(i+group, len(ops))], appendLog) {
+					if o.Err != nil {
+						b.Fatal(o.Err)
+					}
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
+		})
+	}
+}
