@@ -24,12 +24,13 @@ type WriteReply struct {
 	Kind   string        `json:"kind,omitempty"`
 }
 
-// ReadReply answers a request on readQ (the request body is a store.Read).
+// ReadReply answers a request on readQ (the request body is a store.Read). Rows is the JSON
+// array of row objects that the orchestrator passes on to its client as it is.
 type ReadReply struct {
-	Rows  []store.Row `json:"rows,omitempty"`
-	Seq   uint64      `json:"seq"`
-	Error string      `json:"error,omitempty"`
-	Kind  string      `json:"kind,omitempty"`
+	Rows  json.RawMessage `json:"rows,omitempty"`
+	Seq   uint64          `json:"seq"`
+	Error string          `json:"error,omitempty"`
+	Kind  string          `json:"kind,omitempty"`
 }
 
 func kindOf(err error) string {

@@ -10,12 +10,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/rideshare/rideshare/broker"
 	"github.com/rideshare/rideshare/broker/synclog"
 	"github.com/rideshare/rideshare/worker/coord"
+	"github.com/rideshare/rideshare/worker/snapshot"
 	"github.com/rideshare/rideshare/worker/store"
 )
 
@@ -42,6 +44,13 @@ type Worker struct {
 	WriteConcurrency int
 	// MaxGroup bounds the writes committed together.
 	MaxGroup int
+	// Snapshots, if set, is where a slave stores a copy of its database every SnapshotEvery
+	// applied entries, for new workers to start from (see Restore).
+	Snapshots     *snapshot.Store
+	SnapshotEvery uint64
+
+	snapshotting sync.Mutex // held while a snapshot is taken
+	lastSnapshot uint64     // sequence of the newest snapshot known; under snapshotting
 
 	entries chan store.Entry // from syncQ
 	pull    chan struct{}    // a read found a gap: catch up from the log now
@@ -59,7 +68,7 @@ func New(id string, st *store.Store, b broker.Broker, log *synclog.Log, c coord.
 	return &Worker{
 		ID: id, Store: st, Broker: b, Log: log, Coord: c, Logger: slog.Default(),
 		ReadWait: 3 * time.Second, ReadConcurrency: 8, CatchUpBatch: 2000,
-		WriteConcurrency: 64, MaxGroup: 256,
+		WriteConcurrency: 64, MaxGroup: 256, SnapshotEvery: DefaultSnapshotEvery,
 	}
 }
 
@@ -160,6 +169,9 @@ func (w *Worker) Run(ctx context.Context) error {
 					readSub.Stop()
 					readSub = nil
 				}
+			}
+			if !w.isMaster() {
+				w.maybeSnapshot(ctx)
 			}
 			if a := w.Store.Applied(); a != lastPublished {
 				lastPublished = a
@@ -318,11 +330,16 @@ func (w *Worker) handleRead(ctx context.Context, body []byte) []byte {
 		}
 	}
 	seq := w.Store.Applied()
-	rows, err := w.Store.Query(ctx, r)
+	// The answer is written by hand, rows straight from SQLite into JSON: it is the hot path
+	// of every read, and the same bytes as marshal(ReadReply{Rows: …, Seq: seq}).
+	out := append(make([]byte, 0, 1024), `{"rows":`...)
+	out, err := w.Store.QueryJSON(ctx, r, out)
 	if err != nil {
 		return marshal(ReadReply{Error: err.Error(), Kind: kindOf(err)})
 	}
-	return marshal(ReadReply{Rows: rows, Seq: seq})
+	out = append(out, `,"seq":`...)
+	out = strconv.AppendUint(out, seq, 10)
+	return append(out, '}')
 }
 
 // maybePromote takes the master role if the orchestrator designated this worker and the lock

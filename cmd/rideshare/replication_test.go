@@ -10,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/rideshare/rideshare/broker/natsq"
 	"github.com/rideshare/rideshare/broker/synclog"
 	"github.com/rideshare/rideshare/orchestrator"
+	"github.com/rideshare/rideshare/worker/snapshot"
 	"github.com/rideshare/rideshare/worker/store"
 )
 
@@ -222,5 +225,66 @@ func TestReadAfterWriteUnderConcurrentWriters(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// A new slave starts from the newest snapshot and replays only the log after it. To prove it
+// used the snapshot, the log entries the snapshot holds are purged first: replaying from the
+// log alone would find a gap and never become ready.
+func TestNewSlaveStartsFromSnapshot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end to end")
+	}
+	const every = 300
+	st := mustStack(t, withSnapshotEvery(every))
+	ctx := context.Background()
+	nc, err := natsq.Connect(st.NATS.ClientURL(), "test", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	snaps, err := snapshot.Open(ctx, nc, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One writer: one log entry per write, so the log passes `every` entries quickly.
+	const n = 1000
+	writeUsers(t, st, "u", n, 1)
+	var snapSeq uint64
+	eventually(t, 60*time.Second, "a snapshot", func() bool {
+		snapSeq, err = snaps.Latest(ctx)
+		return err == nil && snapSeq >= every
+	})
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, synclog.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep only what comes after the snapshot.
+	if err := stream.Purge(ctx, jetstream.WithPurgeSequence(snapSeq+1)); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := stream.Info(ctx); err != nil || info.State.FirstSeq != snapSeq+1 {
+		t.Fatalf("log after purge starts at %+v (%v), want %d", info.State, err, snapSeq+1)
+	}
+	writeUsers(t, st, "late", 50, 1) // and some more after the purge
+
+	var pids []int
+	if err := json.Unmarshal(mustCall(t, 200, "POST", st.OrchestratorURL+"/api/v1/crash/slave", nil), &pids); err != nil || len(pids) != 1 {
+		t.Fatalf("crash/slave answered %v (%v)", pids, err)
+	}
+	eventually(t, 60*time.Second, "a new ready slave", func() bool {
+		for _, w := range workers(t, st) {
+			if w.Role == "slave" && w.Ready && w.PID != pids[0] {
+				return true
+			}
+		}
+		return false
+	})
+	if got := countUsers(t, st); got != n+50 {
+		t.Fatalf("slave restored from the snapshot at %d counts %d users, want %d", snapSeq, got, n+50)
 	}
 }

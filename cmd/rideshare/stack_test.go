@@ -24,7 +24,8 @@ func TestMain(m *testing.M) {
 
 type stackOpt func(*upConfig)
 
-func withSlaves(n int) stackOpt { return func(c *upConfig) { c.slaves = n } }
+func withSlaves(n int) stackOpt           { return func(c *upConfig) { c.slaves = n } }
+func withSnapshotEvery(n uint64) stackOpt { return func(c *upConfig) { c.snapshotEvery = n } }
 
 // mustStack starts `rideshare up` in this process on free ports with a temporary data
 // directory; workers are real child processes.

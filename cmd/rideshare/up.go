@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/rideshare/rideshare/broker"
@@ -22,6 +23,8 @@ import (
 	"github.com/rideshare/rideshare/orchestrator"
 	"github.com/rideshare/rideshare/orchestrator/client"
 	"github.com/rideshare/rideshare/orchestrator/procrt"
+	"github.com/rideshare/rideshare/worker"
+	"github.com/rideshare/rideshare/worker/snapshot"
 )
 
 // upConfig is everything `rideshare up` can be told.
@@ -40,6 +43,7 @@ type upConfig struct {
 	adminToken                        string
 	writeTimeout, readTimeout         time.Duration
 	logLevel                          string
+	snapshotEvery                     uint64
 	// workerCommand runs a worker; default: this executable's "worker" subcommand.
 	workerCommand []string
 	workerEnv     []string
@@ -66,6 +70,7 @@ func (c *upConfig) flags(name string) *flag.FlagSet {
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "how long a write waits for a master (failovers included)")
 	fs.DurationVar(&c.readTimeout, "read-timeout", 10*time.Second, "how long a read waits for a slave")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Uint64Var(&c.snapshotEvery, "snapshot-every", worker.DefaultSnapshotEvery, "log entries a slave applies between two snapshots of the database, kept beside the sync log; a new worker restores the newest and replays the rest; 0: take none")
 	c.docker.register(fs)
 	return fs
 }
@@ -228,6 +233,9 @@ func startDatabase(ctx context.Context, cfg upConfig, logger *slog.Logger, st *s
 	if err != nil {
 		return err
 	}
+	if _, err := snapshot.Open(ctx, nc, true); err != nil {
+		return err
+	}
 	c, err := cfg.coord.open(ctx, nc, logger)
 	if err != nil {
 		return err
@@ -237,7 +245,8 @@ func startDatabase(ctx context.Context, cfg upConfig, logger *slog.Logger, st *s
 	natsURL := cfg.docker.advertiseURL(ctx, cfg.runtime, st.NATS.ClientURL(), logger)
 	workerArgs := func(id, dir string) []string {
 		args := []string{"--id", id, "--data", dir, "--nats", natsURL,
-			"--session-timeout", cfg.coord.sessionTimeout.String(), "--log-level", cfg.logLevel}
+			"--session-timeout", cfg.coord.sessionTimeout.String(), "--log-level", cfg.logLevel,
+			"--snapshot-every", strconv.FormatUint(cfg.snapshotEvery, 10)}
 		if cfg.coord.zk != "" {
 			args = append(args, "--zk", cfg.coord.zk, "--zk-root", cfg.coord.zkRoot)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/rideshare/rideshare/worker/coord"
 	"github.com/rideshare/rideshare/worker/coord/kvcoord"
 	"github.com/rideshare/rideshare/worker/coord/zkcoord"
+	"github.com/rideshare/rideshare/worker/snapshot"
 	"github.com/rideshare/rideshare/worker/store"
 )
 
@@ -60,6 +61,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 	fs.StringVar(&cf.zkRoot, "zk-root", "/rideshare", "ZooKeeper root path")
 	fs.DurationVar(&cf.sessionTimeout, "session-timeout", 3*time.Second, "coordination session timeout (failure detection)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	snapshotEvery := fs.Uint64("snapshot-every", worker.DefaultSnapshotEvery, "log entries a slave applies between two snapshots of its database (new workers start from the newest); 0: take none")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -90,7 +92,17 @@ func cmdWorker(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.Close()
-	st := store.New(filepath.Join(*data, "db.sqlite"))
+	dbPath := filepath.Join(*data, "db.sqlite")
+	// Without snapshots (an orchestrator too old to keep them, a failed download) the worker
+	// still starts: it replays the whole log instead, slower but the same data.
+	snaps, err := snapshot.Open(ctx, nc, false)
+	if err != nil {
+		logger.Warn("no snapshots: replaying the whole log", "err", err)
+		snaps = nil
+	} else if _, err := worker.Restore(ctx, snaps, dbPath, logger); err != nil {
+		logger.Warn("snapshot not restored: replaying the whole log", "err", err)
+	}
+	st := store.New(dbPath)
 	if err := st.Open(ctx); err != nil {
 		return err
 	}
@@ -106,6 +118,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 	}
 	w := worker.New(*id, st, b, log, c)
 	w.Logger = logger
+	w.Snapshots, w.SnapshotEvery = snaps, *snapshotEvery
 	return w.Run(ctx)
 }
 

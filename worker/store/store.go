@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -72,6 +73,8 @@ type Store struct {
 
 	w       *sql.DB // one connection: writes are serial, as the log is
 	r       *sql.DB // read-only pool
+	wStmts  *stmtCache
+	rStmts  *stmtCache
 	applied atomic.Uint64
 }
 
@@ -114,7 +117,9 @@ func (s *Store) Open(ctx context.Context) error {
 		return fmt.Errorf("open %s read-only: %w", s.Path, err)
 	}
 	r.SetMaxOpenConns(4)
+	r.SetMaxIdleConns(4) // keep them: each holds its prepared statements
 	s.w, s.r = w, r
+	s.wStmts, s.rStmts = newStmtCache(w), newStmtCache(r)
 	s.applied.Store(seq)
 	return nil
 }
@@ -124,6 +129,8 @@ func (s *Store) Close() error {
 	if s.w == nil {
 		return nil
 	}
+	s.rStmts.close()
+	s.wStmts.close()
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
@@ -160,11 +167,11 @@ func (s *Store) ExecuteGroup(ctx context.Context, ws []Write, appendLog func(op 
 		}
 		return out
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return fail(fmt.Errorf("begin: %w", err))
 	}
-	defer tx.Rollback()
+	defer tx.end(ctx)
 	var (
 		resolved []Write
 		applied  []int              // indexes of ws applied now, in log order
@@ -182,7 +189,7 @@ func (s *Store) ExecuteGroup(ctx context.Context, ws []Write, appendLog func(op 
 				continue
 			}
 			var res Result
-			err := tx.QueryRowContext(ctx, `SELECT seq, rid, affected FROM requests WHERE id = ?`, w.RequestID).Scan(&res.Seq, &res.ID, &res.Affected)
+			err := tx.queryRow(ctx, `SELECT seq, rid, affected FROM requests WHERE id = ?`, w.RequestID).Scan(&res.Seq, &res.ID, &res.Affected)
 			if err == nil {
 				out[i].Result = res // applied before: answer as the first time
 				continue
@@ -232,17 +239,17 @@ func (s *Store) ExecuteGroup(ctx context.Context, ws []Write, appendLog func(op 
 }
 
 // applyIsolated applies w inside a savepoint, undoing it alone if it fails.
-func applyIsolated(ctx context.Context, tx *sql.Tx, w Write) (Write, Result, error) {
-	if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+func applyIsolated(ctx context.Context, tx *txn, w Write) (Write, Result, error) {
+	if _, err := tx.exec(ctx, "SAVEPOINT w"); err != nil {
 		return w, Result{}, err
 	}
 	r, res, err := apply(ctx, tx, w, true)
 	if err != nil {
-		if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO w"); rerr != nil {
+		if _, rerr := tx.exec(ctx, "ROLLBACK TO w"); rerr != nil {
 			return w, Result{}, errors.Join(err, rerr)
 		}
 	}
-	if _, rerr := tx.ExecContext(ctx, "RELEASE w"); rerr != nil && err == nil {
+	if _, rerr := tx.exec(ctx, "RELEASE w"); rerr != nil && err == nil {
 		err = rerr
 	}
 	return r, res, err
@@ -250,7 +257,7 @@ func applyIsolated(ctx context.Context, tx *sql.Tx, w Write) (Write, Result, err
 
 // commit appends entry to the log right after the applied sequence, runs record with the
 // sequence, records it as applied and commits.
-func (s *Store) commit(ctx context.Context, tx *sql.Tx, entry Write, appendLog func(op Write) (uint64, error), record func(seq uint64) error) (uint64, error) {
+func (s *Store) commit(ctx context.Context, tx *txn, entry Write, appendLog func(op Write) (uint64, error), record func(seq uint64) error) (uint64, error) {
 	seq, err := appendLog(entry)
 	if err != nil {
 		return 0, err
@@ -273,11 +280,11 @@ func (s *Store) commit(ctx context.Context, tx *sql.Tx, entry Write, appendLog f
 
 // Promote appends and applies the marker that id became master (see Write.Promote).
 func (s *Store) Promote(ctx context.Context, id string, appendLog func(op Write) (uint64, error)) (Result, error) {
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("begin: %w", err)
 	}
-	defer tx.Rollback()
+	defer tx.end(ctx)
 	seq, err := s.commit(ctx, tx, Write{Promote: id}, appendLog, func(uint64) error { return nil })
 	return Result{Seq: seq}, err
 }
@@ -286,11 +293,11 @@ func (s *Store) Promote(ctx context.Context, id string, appendLog func(op Write)
 // applied sequence are skipped, so a redelivered entry is applied once. An entry past the next
 // expected one stops the batch with ErrGap after committing those before it.
 func (s *Store) Apply(ctx context.Context, entries []Entry) error {
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	defer tx.Rollback()
+	defer tx.end(ctx)
 	applied := s.applied.Load()
 	var gap error
 	for _, e := range entries {
@@ -327,7 +334,7 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) error {
 
 // applyEntry replays one log entry: a write, or a group of writes that all succeeded on the
 // master, each remembered under its request id.
-func applyEntry(ctx context.Context, tx *sql.Tx, e Entry) error {
+func applyEntry(ctx context.Context, tx *txn, e Entry) error {
 	ops := []Write{e.Op}
 	if e.Op.Group != nil {
 		ops = e.Op.Group
@@ -350,23 +357,23 @@ const RequestWindow = 100000
 // recordRequest remembers a request's result for deduplication; every 1,000 entries it
 // forgets requests older than RequestWindow entries. It depends only on the entry and its
 // sequence, so every replica keeps the same table.
-func recordRequest(ctx context.Context, tx *sql.Tx, id string, seq uint64, res Result) error {
+func recordRequest(ctx context.Context, tx *txn, id string, seq uint64, res Result) error {
 	if id != "" {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO requests (id, seq, rid, affected) VALUES (?, ?, ?, ?)`,
+		if _, err := tx.exec(ctx, `INSERT INTO requests (id, seq, rid, affected) VALUES (?, ?, ?, ?)`,
 			id, int64(seq), res.ID, res.Affected); err != nil {
 			return fmt.Errorf("record request %s: %w", id, err)
 		}
 	}
 	if seq%1000 == 0 && seq > RequestWindow {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM requests WHERE seq <= ?`, int64(seq-RequestWindow)); err != nil {
+		if _, err := tx.exec(ctx, `DELETE FROM requests WHERE seq <= ?`, int64(seq-RequestWindow)); err != nil {
 			return fmt.Errorf("trim requests: %w", err)
 		}
 	}
 	return nil
 }
 
-func setApplied(ctx context.Context, tx *sql.Tx, seq uint64) error {
-	_, err := tx.ExecContext(ctx, `UPDATE meta SET v = ? WHERE k = 'applied_seq'`, int64(seq))
+func setApplied(ctx context.Context, tx *txn, seq uint64) error {
+	_, err := tx.exec(ctx, `UPDATE meta SET v = ? WHERE k = 'applied_seq'`, int64(seq))
 	if err != nil {
 		return fmt.Errorf("record applied sequence: %w", err)
 	}
@@ -375,14 +382,14 @@ func setApplied(ctx context.Context, tx *sql.Tx, seq uint64) error {
 
 // apply runs w inside tx. With resolve set, ids the database assigns are written back into
 // the returned copy of w, which is then the deterministic log entry.
-func apply(ctx context.Context, tx *sql.Tx, w Write, resolve bool) (Write, Result, error) {
+func apply(ctx context.Context, tx *txn, w Write, resolve bool) (Write, Result, error) {
 	var res Result
 	switch {
 	case w.Promote != "":
 		return w, res, nil
 	case w.Clear:
 		for _, t := range []string{"ride_users", "rides", "users"} {
-			r, err := tx.ExecContext(ctx, "DELETE FROM "+quote(t))
+			r, err := tx.exec(ctx, "DELETE FROM "+quote(t))
 			if err != nil {
 				return w, res, fmt.Errorf("clear %s: %w", t, mapErr(err))
 			}
@@ -425,7 +432,7 @@ func apply(ctx context.Context, tx *sql.Tx, w Write, resolve bool) (Write, Resul
 		}
 		q := "INSERT INTO " + quote(t.Name) + " (" + strings.Join(quoted, ", ") +
 			") VALUES (" + strings.TrimSuffix(strings.Repeat("?, ", len(names)), ", ") + ")"
-		r, err := tx.ExecContext(ctx, q, args...)
+		r, err := tx.exec(ctx, q, args...)
 		if err != nil {
 			return w, res, fmt.Errorf("insert into %s: %w", t.Name, mapErr(err))
 		}
@@ -454,7 +461,7 @@ func apply(ctx context.Context, tx *sql.Tx, w Write, resolve bool) (Write, Resul
 	if cond != "" {
 		q += " WHERE " + cond
 	}
-	r, err := tx.ExecContext(ctx, q, args...)
+	r, err := tx.exec(ctx, q, args...)
 	if err != nil {
 		return w, res, fmt.Errorf("delete from %s: %w", t.Name, mapErr(err))
 	}
@@ -473,52 +480,119 @@ func mapErr(err error) error {
 
 // Query runs a read on the read-only pool. Values are int64 or string.
 func (s *Store) Query(ctx context.Context, r Read) ([]Row, error) {
-	q, args, err := buildQuery(r)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("query %s: %w", r.Table, err)
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
 	out := []Row{}
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, fmt.Errorf("query %s: %w", r.Table, err)
-		}
+	err := s.query(ctx, r, func(cols []string, vals []any) error {
 		row := make(Row, len(cols))
 		for i, c := range cols {
 			row[c] = vals[i]
 		}
 		out = append(out, row)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("query %s: %w", r.Table, err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
-// Snapshot writes a consistent copy of the database to path (SQLite VACUUM INTO) and returns
-// the sequence it holds.
+// QueryJSON runs a read like Query and appends its rows to dst as a JSON array of objects,
+// columns in the order they were asked for (the schema's order by default). A slave answers
+// reads with it, so that no row becomes a map on the way out.
+func (s *Store) QueryJSON(ctx context.Context, r Read, dst []byte) ([]byte, error) {
+	dst = append(dst, '[')
+	n := 0
+	err := s.query(ctx, r, func(cols []string, vals []any) error {
+		if n > 0 {
+			dst = append(dst, ',')
+		}
+		n++
+		dst = append(dst, '{')
+		for i, c := range cols {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, c)
+			dst = append(dst, ':')
+			var err error
+			if dst, err = appendJSONValue(dst, vals[i]); err != nil {
+				return fmt.Errorf("query %s: column %s: %w", r.Table, c, err)
+			}
+		}
+		dst = append(dst, '}')
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return append(dst, ']'), nil
+}
+
+// query runs r and calls row for each result row; vals is reused between calls.
+func (s *Store) query(ctx context.Context, r Read, row func(cols []string, vals []any) error) error {
+	q, args, err := buildQuery(r)
+	if err != nil {
+		return err
+	}
+	rows, err := s.rStmts.query(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("query %s: %w", r.Table, err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return err
+	}
+	vals := make([]any, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return fmt.Errorf("query %s: %w", r.Table, err)
+		}
+		if err := row(cols, vals); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query %s: %w", r.Table, err)
+	}
+	return nil
+}
+
+// Snapshot writes a consistent copy of the database to path (SQLite VACUUM INTO, replacing
+// any file there) and returns the sequence it holds. It runs in one read transaction on the
+// connection of its own, so log entries go on being applied meanwhile; the sequence is the one the copy's
+// own meta table holds.
 func (s *Store) Snapshot(ctx context.Context, path string) (uint64, error) {
-	conn, err := s.w.Conn(ctx)
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, err
+	}
+	// Its own connection: the read pool is query_only, which VACUUM INTO refuses, and the
+	// writer's one connection would hold up applying for as long as the copy takes.
+	db, err := sql.Open("sqlite", dsn(s.Path, false))
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close()
-	seq := s.applied.Load()
-	if _, err := conn.ExecContext(ctx, "VACUUM INTO ?", path); err != nil {
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", path); err != nil {
 		return 0, fmt.Errorf("snapshot to %s: %w", path, err)
+	}
+	return SnapshotSeq(ctx, path)
+}
+
+// SnapshotSeq opens the SQLite file at path read-only and returns the sequence it holds. It
+// checks that the file is a database of this schema.
+func SnapshotSeq(ctx context.Context, path string) (uint64, error) {
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var seq uint64
+	if err := db.QueryRowContext(ctx, `SELECT v FROM meta WHERE k = 'applied_seq'`).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("snapshot %s: read its sequence: %w", path, err)
 	}
 	return seq, nil
 }
