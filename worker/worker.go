@@ -260,22 +260,44 @@ func (w *Worker) catchUp(ctx context.Context, to uint64) error {
 	if from > to {
 		return nil
 	}
-	err := w.Log.Read(ctx, from, to, w.CatchUpBatch, func(msgs []synclog.Msg) error {
-		entries := make([]store.Entry, 0, len(msgs))
-		for _, m := range msgs {
-			var op store.Write
-			dec := json.NewDecoder(bytes.NewReader(m.Data))
-			dec.UseNumber()
-			if err := dec.Decode(&op); err != nil {
-				return fmt.Errorf("%w: entry %d unreadable: %v", store.ErrDiverged, m.Seq, err)
+	// Two stages, so that fetching and decoding the next batch overlaps applying this one
+	// (SQLite takes one core, the rest another).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan []store.Entry) // unbuffered: at most three batches in memory
+	read := make(chan error, 1)
+	go func() {
+		defer close(batches)
+		read <- w.Log.Read(ctx, from, to, w.CatchUpBatch, func(msgs []synclog.Msg) error {
+			entries := make([]store.Entry, 0, len(msgs))
+			for _, m := range msgs {
+				var op store.Write
+				dec := json.NewDecoder(bytes.NewReader(m.Data))
+				dec.UseNumber()
+				if err := dec.Decode(&op); err != nil {
+					return fmt.Errorf("%w: entry %d unreadable: %v", store.ErrDiverged, m.Seq, err)
+				}
+				entries = append(entries, store.Entry{Seq: m.Seq, Op: op})
 			}
-			entries = append(entries, store.Entry{Seq: m.Seq, Op: op})
-		}
+			select {
+			case batches <- entries:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	for entries := range batches {
 		err := w.Store.Apply(ctx, entries)
 		w.notify()
-		return err
-	})
-	return err
+		if err != nil {
+			cancel()
+			for range batches { // let the reader end
+			}
+			return err
+		}
+	}
+	return <-read
 }
 
 // notify wakes reads waiting for the applied sequence to move.
@@ -440,17 +462,32 @@ func (w *Worker) commitLoop(ctx context.Context) {
 		case r := <-w.writes:
 			batch = append(batch, r)
 		}
+		ops := opsIn(batch[0].op)
 	more:
-		for len(batch) < w.MaxGroup {
+		for len(batch) < w.MaxGroup && ops < MaxGroupOps {
 			select {
 			case r := <-w.writes:
 				batch = append(batch, r)
+				ops += opsIn(r.op)
 			default:
 				break more
 			}
 		}
 		w.commitGroup(ctx, batch)
 	}
+}
+
+// MaxGroupOps bounds the row operations of one group (one log entry), so that an entry stays
+// far below the largest message NATS carries and a catch-up never holds many rows at once:
+// 256 batches of 100 inserts would make a 4 MB entry.
+const MaxGroupOps = 2000
+
+// opsIn counts the row operations of a write.
+func opsIn(w store.Write) int {
+	if w.Batch != nil {
+		return len(w.Batch)
+	}
+	return 1
 }
 
 func (w *Worker) commitGroup(ctx context.Context, batch []writeReq) {

@@ -33,8 +33,9 @@ type Msg struct {
 
 // Log is a handle on the sync log.
 type Log struct {
-	js     jetstream.JetStream
-	stream jetstream.Stream
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+	maxBytes int // of one batch Read delivers
 }
 
 // Open binds to the stream on nc's server; with create set (the orchestrator) it creates the
@@ -60,7 +61,7 @@ func Open(ctx context.Context, nc *nats.Conn, create bool) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", Stream, err)
 	}
-	return &Log{js: js, stream: s}, nil
+	return &Log{js: js, stream: s, maxBytes: batchBytes(nc)}, nil
 }
 
 // Append stores data as the entry right after expectLast and returns its sequence. It returns
@@ -96,8 +97,21 @@ func (l *Log) Get(ctx context.Context, seq uint64) (Msg, error) {
 	return Msg{Seq: m.Sequence, Data: m.Data}, nil
 }
 
+// MaxBatchBytes is about the most bytes of entries one batch of Read holds. Entries differ a
+// thousandfold in size (one insert, or a group of batches of inserts), so a count alone does
+// not bound the memory of a catch-up: 2,000 entries of grouped batches once held a million
+// rows in a slave's memory at once. Read asks for as many entries as fit at the average size
+// of the entries before.
+const MaxBatchBytes = 2 << 20
+
+// batchBytes is the hard limit the server applies to one fetch: at least one message of the
+// largest size it accepts (plus room for headers), or an entry could never be read.
+func batchBytes(nc *nats.Conn) int {
+	return max(MaxBatchBytes, int(nc.MaxPayload())+64<<10)
+}
+
 // Read delivers the entries from seq from through to, in order, in batches of at most batch
-// entries.
+// entries and about MaxBatchBytes.
 func (l *Log) Read(ctx context.Context, from, to uint64, batch int, fn func([]Msg) error) error {
 	if from == 0 {
 		from = 1
@@ -114,15 +128,18 @@ func (l *Log) Read(ctx context.Context, from, to uint64, batch int, fn func([]Ms
 		return fmt.Errorf("read sync log from %d: %w", from, err)
 	}
 	next := from
+	// How many entries to ask for next: as many as fit in MaxBatchBytes at the size of the
+	// entries read so far, so that neither thousands of large group entries nor a round trip
+	// per small entry are read at once. It starts small and adapts after each batch.
+	want := min(batch, 16)
 	for next <= to {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		want := batch
 		if left := to - next + 1; uint64(want) > left {
 			want = int(left)
 		}
-		mb, err := cons.Fetch(want, jetstream.FetchMaxWait(2*time.Second))
+		mb, err := cons.Fetch(want, jetstream.FetchMaxWait(2*time.Second), jetstream.FetchMaxBytes(l.maxBytes))
 		if err != nil {
 			return fmt.Errorf("read sync log at %d: %w", next, err)
 		}
@@ -143,10 +160,15 @@ func (l *Log) Read(ctx context.Context, from, to uint64, batch int, fn func([]Ms
 		if len(msgs) == 0 {
 			return fmt.Errorf("read sync log: entries %d to %d missing", next, to)
 		}
+		size := 0
+		for _, m := range msgs {
+			size += len(m.Data)
+		}
 		if err := fn(msgs); err != nil {
 			return err
 		}
 		next = msgs[len(msgs)-1].Seq + 1
+		want = max(1, min(batch, MaxBatchBytes/max(1, size/len(msgs))))
 	}
 	return nil
 }

@@ -61,7 +61,8 @@ func logEntries(n int) []store.Entry {
 	for i := 1; i < n; i++ {
 		w := benchRide(rng, "alice", 198)
 		w.Insert["ride_id"] = int64(i)
-		w.RequestID = fmt.Sprintf("%032x", i)
+		// As the orchestrator makes them: a clock prefix, then random bits.
+		w.RequestID = fmt.Sprintf("%016x%016x", 1_800_000_000_000_000_000+i*1000, rng.Uint64())
 		out = append(out, store.Entry{Seq: uint64(i + 1), Op: w})
 	}
 	return out

@@ -73,7 +73,8 @@ func (c *stmtCache) query(ctx context.Context, q string, args ...any) (*sql.Rows
 type txn struct {
 	*sql.Tx
 	c      *stmtCache
-	missed []string // not cached yet: prepared by end, once the connection is free again
+	bound  map[string]*sql.Stmt // cached statements bound to this transaction
+	missed []string             // not cached yet: prepared by end, once the connection is free again
 }
 
 func (s *Store) begin(ctx context.Context) (*txn, error) {
@@ -95,7 +96,12 @@ func (t *txn) end(ctx context.Context) {
 }
 
 // cached is q's prepared statement bound to the transaction, or nil if q is not cached yet.
+// Binding is done once per statement and transaction: a catch-up transaction runs thousands
+// of statements of a handful of shapes, and each binding takes database/sql's locks.
 func (t *txn) cached(ctx context.Context, q string) *sql.Stmt {
+	if st, ok := t.bound[q]; ok {
+		return st
+	}
 	t.c.mu.Lock()
 	st, ok := t.c.m[q]
 	full := len(t.c.m) >= maxCachedStmts
@@ -106,7 +112,12 @@ func (t *txn) cached(ctx context.Context, q string) *sql.Stmt {
 		}
 		return nil
 	}
-	return t.StmtContext(ctx, st)
+	if t.bound == nil {
+		t.bound = map[string]*sql.Stmt{}
+	}
+	bst := t.StmtContext(ctx, st)
+	t.bound[q] = bst
+	return bst
 }
 
 func (t *txn) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {

@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS requests (
 	seq      INTEGER NOT NULL,
 	rid      INTEGER NOT NULL,
 	affected INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS requests_seq ON requests(seq);
 `
 
@@ -91,6 +91,8 @@ func dsn(path string, readOnly bool) string {
 	q.Add("_pragma", "synchronous(NORMAL)")
 	if readOnly {
 		q.Add("_pragma", "query_only(1)")
+	} else {
+		q.Add("_pragma", "cache_size(-32768)")
 	}
 	return "file:" + path + "?" + q.Encode()
 }
@@ -300,6 +302,13 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) error {
 	defer tx.end(ctx)
 	applied := s.applied.Load()
 	var gap error
+	r := newReplayer(tx)
+	diverged := func(err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err() // stopping, not diverging
+		}
+		return fmt.Errorf("%w: %v", ErrDiverged, err)
+	}
 	for _, e := range entries {
 		if e.Seq <= applied {
 			continue
@@ -311,13 +320,13 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) error {
 		if err := validateWrite(e.Op, true, true); err != nil {
 			return fmt.Errorf("%w: entry %d: %v", ErrDiverged, e.Seq, err)
 		}
-		if err := applyEntry(ctx, tx, e); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err() // stopping, not diverging
-			}
-			return fmt.Errorf("%w: entry %d: %v", ErrDiverged, e.Seq, err)
+		if err := r.entry(ctx, e); err != nil {
+			return diverged(fmt.Errorf("entry %d: %w", e.Seq, err))
 		}
 		applied = e.Seq
+	}
+	if err := r.flush(ctx); err != nil {
+		return diverged(err)
 	}
 	if applied == s.applied.Load() {
 		return gap
@@ -330,25 +339,6 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) error {
 	}
 	s.applied.Store(applied)
 	return gap
-}
-
-// applyEntry replays one log entry: a write, or a group of writes that all succeeded on the
-// master, each remembered under its request id.
-func applyEntry(ctx context.Context, tx *txn, e Entry) error {
-	ops := []Write{e.Op}
-	if e.Op.Group != nil {
-		ops = e.Op.Group
-	}
-	for _, op := range ops {
-		_, res, err := apply(ctx, tx, op, false)
-		if err != nil {
-			return err
-		}
-		if err := recordRequest(ctx, tx, op.RequestID, e.Seq, res); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // RequestWindow is how many log entries a request ID is remembered for.
@@ -364,13 +354,16 @@ func recordRequest(ctx context.Context, tx *txn, id string, seq uint64, res Resu
 			return fmt.Errorf("record request %s: %w", id, err)
 		}
 	}
-	if seq%1000 == 0 && seq > RequestWindow {
+	if trimDue(seq) {
 		if _, err := tx.exec(ctx, `DELETE FROM requests WHERE seq <= ?`, int64(seq-RequestWindow)); err != nil {
 			return fmt.Errorf("trim requests: %w", err)
 		}
 	}
 	return nil
 }
+
+// trimDue says whether the requests older than RequestWindow entries are forgotten at seq.
+func trimDue(seq uint64) bool { return seq%1000 == 0 && seq > RequestWindow }
 
 func setApplied(ctx context.Context, tx *txn, seq uint64) error {
 	_, err := tx.exec(ctx, `UPDATE meta SET v = ? WHERE k = 'applied_seq'`, int64(seq))
