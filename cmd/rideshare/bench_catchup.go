@@ -252,22 +252,28 @@ func (b *bencher) waitHealthyAny(ctx context.Context) ([]benchWorker, error) {
 func (b *bencher) countRows(ctx context.Context) (int64, error) {
 	var total int64
 	for _, t := range []string{"users", "rides", "ride_users"} {
-		var res struct {
-			Rows []struct {
-				Count json.Number `json:"count"`
-			} `json:"rows"`
-		}
-		if err := b.orch(ctx, http.MethodPost, "/api/v1/db/read", map[string]any{"table": t, "count": true}, &res); err != nil {
-			return 0, err
-		}
-		if len(res.Rows) != 1 {
-			return 0, fmt.Errorf("count %s: %d rows", t, len(res.Rows))
-		}
-		n, err := res.Rows[0].Count.Int64()
+		n, err := b.countTable(ctx, t)
 		if err != nil {
 			return 0, err
 		}
 		total += n
 	}
 	return total, nil
+}
+
+// countTable counts a table's rows through db/read (strong consistency: every acknowledged
+// write is counted).
+func (b *bencher) countTable(ctx context.Context, table string) (int64, error) {
+	var res struct {
+		Rows []struct {
+			Count json.Number `json:"count"`
+		} `json:"rows"`
+	}
+	if err := b.orch(ctx, http.MethodPost, "/api/v1/db/read", map[string]any{"table": table, "count": true}, &res); err != nil {
+		return 0, err
+	}
+	if len(res.Rows) != 1 {
+		return 0, fmt.Errorf("count %s: %d rows", table, len(res.Rows))
+	}
+	return res.Rows[0].Count.Int64()
 }

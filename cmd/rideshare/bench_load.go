@@ -317,6 +317,12 @@ type LoadReport struct {
 	// LoadAvg is the machine's 1-minute load average before and after the measured run.
 	LoadAvg string  `json:"loadavg_before_after,omitempty"`
 	CPU     *CPUUse `json:"cpu,omitempty"`
+	// RidesAcked and RidesStored check that every acknowledged ride is in the database: the
+	// rides created with 201 in the measured window, and how many more rides a strongly
+	// consistent count through the orchestrator finds after the run than before it (warm-up
+	// included, so stored >= acknowledged when nothing is lost).
+	RidesAcked  *int64 `json:"rides_acknowledged,omitempty"`
+	RidesStored *int64 `json:"rides_stored,omitempty"`
 }
 
 func (r *LoadReport) table(w io.Writer) {
@@ -345,6 +351,14 @@ func (r *LoadReport) table(w io.Writer) {
 	if len(r.Counts) > 0 {
 		fmt.Fprintf(w, "service _count: %v\n", r.Counts)
 	}
+	if r.RidesAcked != nil {
+		verdict := "every acknowledged ride is stored"
+		if *r.RidesStored < *r.RidesAcked {
+			verdict = fmt.Sprintf("LOST %d acknowledged rides", *r.RidesAcked-*r.RidesStored)
+		}
+		fmt.Fprintf(w, "rides acknowledged in the measured window %d; rides added to the database during the run, warm-up included, %d (strong count through the orchestrator): %s\n",
+			*r.RidesAcked, *r.RidesStored, verdict)
+	}
 	if r.Baseline != nil {
 		fmt.Fprintln(w)
 		r.Baseline.table(w)
@@ -369,9 +383,20 @@ func (b *bencher) runLoad(ctx context.Context) (*LoadReport, error) {
 		return nil, err
 	}
 	before := b.serviceCounts(ctx)
+	ridesBefore, countErr := b.countTable(ctx, "rides")
 	rep, err := b.drive(ctx, ls, eps, "load")
 	if err != nil {
 		return nil, err
+	}
+	for _, e := range rep.Endpoints {
+		if e.Endpoint != "create-ride" || countErr != nil {
+			continue
+		}
+		// Only when the orchestrator answers (it may be out of reach of a remote bench).
+		if after, err := b.countTable(ctx, "rides"); err == nil {
+			acked, stored := int64(e.OK), after-ridesBefore
+			rep.RidesAcked, rep.RidesStored = &acked, &stored
+		}
 	}
 	if before != nil {
 		after := b.serviceCounts(ctx)

@@ -101,6 +101,9 @@ func (c *Client) post(ctx context.Context, path string, body, out any) error {
 		if out == nil {
 			return nil
 		}
+		if res, ok := out.(*ReadResult); ok && decodeReadResult(payload, res) == nil {
+			return nil
+		}
 		dec := json.NewDecoder(bytes.NewReader(payload))
 		dec.UseNumber()
 		if err := dec.Decode(out); err != nil {
