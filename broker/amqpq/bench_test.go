@@ -1,59 +1,20 @@
 package amqpq_test
 
-// Benchmark of one queue round trip on RabbitMQ, the same as natsq's BenchmarkCall so that the
-// two transports compare. Measured, never asserted (needs `make services`):
+// Benchmark of one queue round trip on RabbitMQ, the same as natsq's so that the two
+// transports compare. Measured, never asserted (needs `make services`):
 //
 //	go test ./broker/amqpq -run '^$' -bench . -benchmem
 
 import (
-	"bytes"
-	"context"
 	"testing"
 
-	"github.com/rideshare/rideshare/broker"
-)
-
-// Sizes close to a list-rides read: the query the orchestrator sends and ~11 rows back.
-var (
-	benchQuery = []byte(`{"table":"rides","columns":["ride_id","created_by","timestamp"],"where":{"destination":7,"source":3,` +
-		`"ts":{"gt":1795000000}},"order":[{"column":"ts"},{"column":"ride_id"}],"min_seq":123456}`)
-	benchReply = append([]byte(`{"rows":[`), append(bytes.Repeat([]byte(`{"created_by":"b18c2f3a9u42","ride_id":123456,"timestamp":"17-03-2032:41-27-09"},`), 11), []byte(`{}],"seq":123456}`)...)...)
+	"github.com/rideshare/rideshare/broker/brokertest"
 )
 
 // BenchmarkCall is one request/reply on readQ through RabbitMQ (publisher confirms, manual
-// acks): the caller and one consumer answering a fixed reply with the worker's read
-// concurrency (8), each on its own connection, in a fresh virtual host. /serial is latency,
-// /parallel 32 callers.
+// acks), caller and consumer each on its own connection, in a fresh virtual host.
 func BenchmarkCall(b *testing.B) {
 	mustRabbit(b)
 	v := mustVhost(b)
-	ctx := context.Background()
-	worker := mustBroker(b, v, "bench-slave")
-	sub, err := worker.Consume(ctx, broker.ReadQ, 8, func(context.Context, []byte) []byte { return benchReply })
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { sub.Stop() })
-	orch := mustBroker(b, v, "bench-orchestrator")
-
-	b.Run("serial", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := orch.Call(ctx, broker.ReadQ, benchQuery); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
-	})
-	b.Run("parallel", func(b *testing.B) {
-		b.SetParallelism(16) // 32 goroutines on 2 cores
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if _, err := orch.Call(ctx, broker.ReadQ, benchQuery); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
-	})
+	brokertest.BenchmarkCall(b, mustBroker(b, v, "bench-orchestrator"), mustBroker(b, v, "bench-slave"))
 }

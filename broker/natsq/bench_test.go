@@ -5,27 +5,17 @@ package natsq_test
 //	go test ./broker/natsq -run '^$' -bench . -benchmem
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"testing"
 
-	"github.com/rideshare/rideshare/broker"
+	"github.com/rideshare/rideshare/broker/brokertest"
 	"github.com/rideshare/rideshare/broker/natsq"
 )
 
-// Sizes close to a list-rides read: the query the orchestrator sends and ~11 rows back.
-var (
-	benchQuery = []byte(`{"table":"rides","columns":["ride_id","created_by","timestamp"],"where":{"destination":7,"source":3,` +
-		`"ts":{"gt":1795000000}},"order":[{"column":"ts"},{"column":"ride_id"}],"min_seq":123456}`)
-	benchReply = append([]byte(`{"rows":[`), append(bytes.Repeat([]byte(`{"created_by":"b18c2f3a9u42","ride_id":123456,"timestamp":"17-03-2032:41-27-09"},`), 11), []byte(`{}],"seq":123456}`)...)...)
-)
-
-// BenchmarkCall is one request/reply on readQ: the caller on the orchestrator's in-process
-// connection, one consumer (a slave) on its own TCP connection answering a fixed reply with
-// the worker's read concurrency (8). /serial is one caller (latency); /parallel is 32 callers
-// (throughput, as 32 HTTP clients make).
+// BenchmarkCall is one request/reply on readQ (brokertest.BenchmarkCall): the caller on the
+// orchestrator's in-process connection, the consumer (a slave) on its own TCP connection.
 func BenchmarkCall(b *testing.B) {
 	srv := &natsq.Server{StoreDir: b.TempDir(), Port: -1}
 	if err := srv.Open(); err != nil {
@@ -41,12 +31,6 @@ func BenchmarkCall(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { worker.Close() })
-	sub, err := worker.Consume(ctx, broker.ReadQ, 8, func(context.Context, []byte) []byte { return benchReply })
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { sub.Stop() })
-
 	orch := natsq.New(srv.ClientURL(), "bench-orchestrator")
 	orch.Logger, orch.InProcess = quiet, srv.InProcess()
 	if err := orch.Open(ctx); err != nil {
@@ -54,24 +38,5 @@ func BenchmarkCall(b *testing.B) {
 	}
 	b.Cleanup(func() { orch.Close() })
 
-	b.Run("serial", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := orch.Call(ctx, broker.ReadQ, benchQuery); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
-	})
-	b.Run("parallel", func(b *testing.B) {
-		b.SetParallelism(16) // 32 goroutines on 2 cores
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if _, err := orch.Call(ctx, broker.ReadQ, benchQuery); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
-	})
+	brokertest.BenchmarkCall(b, orch, worker)
 }

@@ -53,14 +53,7 @@ func TestReplayOfMixedLogEqualsMaster(t *testing.T) {
 		w.RequestID = fmt.Sprintf("%016x%016x", reqID, rng.Uint64())
 		return w
 	}
-	exec := func(w Write) Result {
-		t.Helper()
-		res, err := master.Execute(ctx, w, log.appender(master))
-		if err != nil {
-			t.Fatalf("execute %+v: %v", w, err)
-		}
-		return res
-	}
+	exec := executor(t, master, log)
 	// try is exec for a write that may meet a constraint (the ride or user it names may be
 	// gone): refused writes reach neither the master nor the log.
 	try := func(w Write) {

@@ -34,6 +34,19 @@ func (l *memLog) appender(s *Store) func(Write) (uint64, error) {
 	}
 }
 
+// executor returns a function that executes a write on master, appending to log, and fails
+// the test if the write fails.
+func executor(t *testing.T, master *Store, log *memLog) func(Write) Result {
+	return func(w Write) Result {
+		t.Helper()
+		res, err := master.Execute(context.Background(), w, log.appender(master))
+		if err != nil {
+			t.Fatalf("execute %+v: %v", w, err)
+		}
+		return res
+	}
+}
+
 func user(name string) Write {
 	return Write{Table: "users", Insert: map[string]any{"username": name, "password": "3d725c5ee53025f5f8abd6d2ab1c9d3d0bd0ad4e"}}
 }
@@ -64,14 +77,7 @@ func dump(tb testing.TB, s *Store) map[string][]Row {
 func TestReplayReproducesMasterIDsIncluded(t *testing.T) {
 	ctx := context.Background()
 	master, log := mustOpen(t), &memLog{}
-	exec := func(w Write) Result {
-		t.Helper()
-		res, err := master.Execute(ctx, w, log.appender(master))
-		if err != nil {
-			t.Fatalf("execute %+v: %v", w, err)
-		}
-		return res
-	}
+	exec := executor(t, master, log)
 	exec(user("alice"))
 	exec(user("bob"))
 	r1 := exec(ride("alice", 1, 2))
