@@ -77,6 +77,15 @@ func (c *benchConfig) flags() *flag.FlagSet {
 	return fs
 }
 
+// reportOf turns a mode's result into the report to print: a nil *T must become a nil
+// interface, or printing it would call a method on a nil report.
+func reportOf[T any](r *T, err error) (any, error) {
+	if r == nil {
+		return nil, err
+	}
+	return r, err
+}
+
 // cmdBench measures a running system.
 func cmdBench(ctx context.Context, args []string) error {
 	var cfg benchConfig
@@ -121,13 +130,13 @@ func cmdBench(ctx context.Context, args []string) error {
 	)
 	switch cfg.mode {
 	case "load":
-		report, err = b.runLoad(ctx)
+		report, err = reportOf(b.runLoad(ctx))
 	case "baseline":
-		report, err = b.runBaselineOnly(ctx)
+		report, err = reportOf(b.runBaselineOnly(ctx))
 	case "failover":
-		report, err = b.runFailover(ctx)
+		report, err = reportOf(b.runFailover(ctx))
 	case "catchup":
-		report, err = b.runCatchup(ctx)
+		report, err = reportOf(b.runCatchup(ctx))
 	default:
 		return fmt.Errorf("--mode %q: use load, failover, catchup or baseline", cfg.mode)
 	}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
@@ -53,10 +56,36 @@ func TestBenchModes(t *testing.T) {
 		if len(rep.Endpoints) < 5 || rep.Baseline == nil || rep.Baseline.Total.OK == 0 {
 			t.Fatalf("mix report: %d endpoints, baseline %+v", len(rep.Endpoints), rep.Baseline)
 		}
+		// Both report formats carry it: the table names every endpoint, the JSON decodes back.
+		var table, js bytes.Buffer
+		if err := printReport(&table, "table", rep); err != nil {
+			t.Fatal(err)
+		}
+		if err := printReport(&js, "json", rep); err != nil {
+			t.Fatal(err)
+		}
+		var back LoadReport
+		if err := json.Unmarshal(js.Bytes(), &back); err != nil || back.Total.OK != rep.Total.OK {
+			t.Fatalf("JSON report does not decode back (%v): %s", err, js.Bytes())
+		}
+		for _, e := range rep.Endpoints {
+			if !strings.Contains(table.String(), e.Endpoint) {
+				t.Errorf("table report lacks %s:\n%s", e.Endpoint, table.String())
+			}
+		}
 		for _, e := range rep.Endpoints {
 			if e.OK == 0 || len(e.ErrorCodes) != 0 {
 				t.Errorf("%s: %d ok, errors %v", e.Endpoint, e.OK, e.ErrorCodes)
 			}
+		}
+	})
+	t.Run("baseline alone", func(t *testing.T) {
+		rep, err := benchAgainst(t, st, "--mode", "baseline").runBaselineOnly(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Total.OK == 0 || len(rep.Total.ErrorCodes) != 0 {
+			t.Fatalf("baseline: %d ok, errors %v", rep.Total.OK, rep.Total.ErrorCodes)
 		}
 	})
 	t.Run("failover loses no acknowledged write", func(t *testing.T) {
@@ -77,4 +106,15 @@ func TestBenchModes(t *testing.T) {
 			t.Fatalf("catchup report: %+v", rep)
 		}
 	})
+}
+
+// A system that cannot be reached is an error with a reason, in every mode, never a crash.
+func TestBenchUnreachableSystemIsAnError(t *testing.T) {
+	for _, mode := range []string{"load", "failover", "catchup"} {
+		err := cmdBench(context.Background(), []string{"--mode", mode, "--quiet", "--duration", "1s", "--timeout", "20s",
+			"--gateway", "http://127.0.0.1:1", "--orchestrator", "http://127.0.0.1:1"})
+		if err == nil {
+			t.Errorf("--mode %s against nothing: no error", mode)
+		}
+	}
 }
