@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 
@@ -41,6 +42,18 @@ func kindOf(err error) string {
 		return KindConstraint
 	}
 	return KindInternal
+}
+
+// decode reads one JSON value into v, keeping numbers exact (json.Number) for the store's
+// type checks. strict refuses unknown fields: requests on the queues are checked, log
+// entries are read as the master wrote them.
+func decode(data []byte, v any, strict bool) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if strict {
+		dec.DisallowUnknownFields()
+	}
+	return dec.Decode(v)
 }
 
 func marshal(v any) []byte {

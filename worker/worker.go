@@ -3,7 +3,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -206,9 +205,7 @@ func (w *Worker) publish(ctx context.Context) error { return w.Coord.Update(ctx,
 
 func (w *Worker) onSync(body []byte) {
 	var e store.Entry
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&e); err != nil || e.Seq == 0 {
+	if err := decode(body, &e, false); err != nil || e.Seq == 0 {
 		w.Logger.Warn("dropped malformed syncQ message", "err", err)
 		return
 	}
@@ -272,9 +269,7 @@ func (w *Worker) catchUp(ctx context.Context, to uint64) error {
 			entries := make([]store.Entry, 0, len(msgs))
 			for _, m := range msgs {
 				var op store.Write
-				dec := json.NewDecoder(bytes.NewReader(m.Data))
-				dec.UseNumber()
-				if err := dec.Decode(&op); err != nil {
+				if err := decode(m.Data, &op, false); err != nil {
 					return fmt.Errorf("%w: entry %d unreadable: %v", store.ErrDiverged, m.Seq, err)
 				}
 				entries = append(entries, store.Entry{Seq: m.Seq, Op: op})
@@ -340,10 +335,7 @@ func (w *Worker) waitApplied(ctx context.Context, seq uint64) bool {
 
 func (w *Worker) handleRead(ctx context.Context, body []byte) []byte {
 	var r store.Read
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
+	if err := decode(body, &r, true); err != nil {
 		return marshal(ReadReply{Error: "malformed read: " + err.Error(), Kind: KindInvalid})
 	}
 	if r.Consistency != store.Eventual && r.MinSeq > w.Store.Applied() {
@@ -430,10 +422,7 @@ type writeReq struct {
 // handleWrite hands a write to the committer and waits for its answer.
 func (w *Worker) handleWrite(ctx context.Context, body []byte) []byte {
 	var op store.Write
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&op); err != nil {
+	if err := decode(body, &op, true); err != nil {
 		return marshal(WriteReply{Error: "malformed write: " + err.Error(), Kind: KindInvalid})
 	}
 	req := writeReq{op: op, reply: make(chan []byte, 1)}

@@ -51,7 +51,7 @@ func transport() *http.Transport {
 // transport failure ErrUnavailable.
 func (c *Client) Write(ctx context.Context, w store.Write) (store.Result, error) {
 	var res store.Result
-	err := c.post(ctx, "/api/v1/db/write", w, &res)
+	err := c.post(ctx, "/api/v1/db/write", w, jsonInto(&res))
 	return res, err
 }
 
@@ -64,7 +64,17 @@ type ReadResult struct {
 // Read runs one query.
 func (c *Client) Read(ctx context.Context, r store.Read) ([]store.Row, error) {
 	var res ReadResult
-	if err := c.post(ctx, "/api/v1/db/read", r, &res); err != nil {
+	err := c.post(ctx, "/api/v1/db/read", r, func(payload []byte) error {
+		if decodeReadResult(payload, &res) == nil {
+			return nil
+		}
+		if err := jsonInto(&res)(payload); err != nil {
+			return err
+		}
+		normalize(&res)
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return res.Rows, nil
@@ -75,7 +85,18 @@ func (c *Client) Clear(ctx context.Context) error {
 	return c.post(ctx, "/api/v1/db/clear", struct{}{}, nil)
 }
 
-func (c *Client) post(ctx context.Context, path string, body, out any) error {
+// jsonInto decodes an answer into out, numbers as json.Number (store.Result's int64 fields
+// take them exactly).
+func jsonInto(out any) func([]byte) error {
+	return func(payload []byte) error {
+		dec := json.NewDecoder(bytes.NewReader(payload))
+		dec.UseNumber()
+		return dec.Decode(out)
+	}
+}
+
+// post sends body to path and hands a 200 answer to decode (nil: the answer is not read).
+func (c *Client) post(ctx context.Context, path string, body any, decode func(payload []byte) error) error {
 	data, err := json.Marshal(body)
 	if err != nil {
 		return fmt.Errorf("encode request: %w", err)
@@ -98,18 +119,12 @@ func (c *Client) post(ctx context.Context, path string, body, out any) error {
 		return fmt.Errorf("%w: read answer: %v", ErrUnavailable, err)
 	}
 	if resp.StatusCode == http.StatusOK {
-		if out == nil {
+		if decode == nil {
 			return nil
 		}
-		if res, ok := out.(*ReadResult); ok && decodeReadResult(payload, res) == nil {
-			return nil
-		}
-		dec := json.NewDecoder(bytes.NewReader(payload))
-		dec.UseNumber()
-		if err := dec.Decode(out); err != nil {
+		if err := decode(payload); err != nil {
 			return fmt.Errorf("decode answer of %s: %w", path, err)
 		}
-		normalize(out)
 		return nil
 	}
 	var e struct {
@@ -131,11 +146,7 @@ func (c *Client) post(ctx context.Context, path string, body, out any) error {
 }
 
 // normalize turns json.Number values in rows into int64, as the store returns them.
-func normalize(out any) {
-	res, ok := out.(*ReadResult)
-	if !ok {
-		return
-	}
+func normalize(res *ReadResult) {
 	for _, row := range res.Rows {
 		for k, v := range row {
 			if n, ok := v.(json.Number); ok {

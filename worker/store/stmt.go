@@ -27,10 +27,7 @@ func newStmtCache(db *sql.DB) *stmtCache {
 // get returns the cached statement for q, preparing it on first use. A nil statement with a
 // nil error means the cache is full: run q unprepared.
 func (c *stmtCache) get(ctx context.Context, q string) (*sql.Stmt, error) {
-	c.mu.Lock()
-	st, ok := c.m[q]
-	full := len(c.m) >= maxCachedStmts
-	c.mu.Unlock()
+	st, ok, full := c.lookup(q)
 	if ok || full {
 		return st, nil
 	}
@@ -46,6 +43,14 @@ func (c *stmtCache) get(ctx context.Context, q string) (*sql.Stmt, error) {
 	}
 	c.m[q] = st
 	return st, nil
+}
+
+// lookup returns q's statement if cached, and whether the cache is full.
+func (c *stmtCache) lookup(q string) (st *sql.Stmt, ok, full bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, ok = c.m[q]
+	return st, ok, len(c.m) >= maxCachedStmts
 }
 
 func (c *stmtCache) close() {
@@ -102,10 +107,7 @@ func (t *txn) cached(ctx context.Context, q string) *sql.Stmt {
 	if st, ok := t.bound[q]; ok {
 		return st
 	}
-	t.c.mu.Lock()
-	st, ok := t.c.m[q]
-	full := len(t.c.m) >= maxCachedStmts
-	t.c.mu.Unlock()
+	st, ok, full := t.c.lookup(q)
 	if !ok {
 		if !full {
 			t.missed = append(t.missed, q)

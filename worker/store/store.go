@@ -66,6 +66,9 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_seq ON requests(seq);
 `
 
+// appliedSeqQuery reads the sequence of the last log entry a database holds.
+const appliedSeqQuery = `SELECT v FROM meta WHERE k = 'applied_seq'`
+
 // Store is one SQLite copy of the database and the sequence of the last log entry applied to
 // it, kept in the same file so that the two can never disagree.
 type Store struct {
@@ -109,7 +112,7 @@ func (s *Store) Open(ctx context.Context) error {
 		return fmt.Errorf("create schema in %s: %w", s.Path, err)
 	}
 	var seq uint64
-	if err := w.QueryRowContext(ctx, `SELECT v FROM meta WHERE k = 'applied_seq'`).Scan(&seq); err != nil {
+	if err := w.QueryRowContext(ctx, appliedSeqQuery).Scan(&seq); err != nil {
 		w.Close()
 		return fmt.Errorf("read applied sequence: %w", err)
 	}
@@ -584,7 +587,7 @@ func SnapshotSeq(ctx context.Context, path string) (uint64, error) {
 	}
 	defer db.Close()
 	var seq uint64
-	if err := db.QueryRowContext(ctx, `SELECT v FROM meta WHERE k = 'applied_seq'`).Scan(&seq); err != nil {
+	if err := db.QueryRowContext(ctx, appliedSeqQuery).Scan(&seq); err != nil {
 		return 0, fmt.Errorf("snapshot %s: read its sequence: %w", path, err)
 	}
 	return seq, nil
