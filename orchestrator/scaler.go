@@ -26,6 +26,13 @@ import (
 // ReadsPerSlave is how many db reads in one interval call for one slave (SPEC §8).
 const ReadsPerSlave = 20
 
+// AutoMax as Scaler.Max derives the maximum from the machine (Host.DefaultMaxSlaves).
+const AutoMax = -1
+
+// DefaultStep is the most slaves one scaling decision adds by default: a new slave catches up
+// from the log, and several catching up at once compete with the reads they are meant to take.
+const DefaultStep = 2
+
 // The requests the scaler counts: POST /api/v1/db/read as the orchestrator's HTTP middleware
 // labels them in rideshare_http_requests_total. Nothing else counts (SPEC §8).
 const (
@@ -129,8 +136,13 @@ type Scaler struct {
 	Registry prometheus.Registerer
 	// Interval is the scaling period (default 2 minutes).
 	Interval time.Duration
-	// Min and Max bound the slaves; Max 0 means no bound.
+	// Min and Max bound the slaves; Max 0 means no bound but the machine's room, AutoMax
+	// (NewScaler's default) the host's DefaultMaxSlaves, asked of the pool when the scaler
+	// starts (and no bound but the room if the pool cannot tell).
 	Min, Max int
+	// Step is the most slaves one decision adds (scale-in is not limited), so that a burst
+	// of reads cannot start dozens of catch-ups at once; 0: no limit.
+	Step int
 	// Slaves is the number of slaves wanted before the first decision: the reference for the
 	// direction of the first decision.
 	Slaves int
@@ -149,6 +161,8 @@ type Scaler struct {
 	Logger *slog.Logger
 
 	orch   *Orchestrator // for the pool metrics, when built by NewScaler
+	max    int           // Max, resolved
+	maxWhy string        // what set max
 	once   sync.Once
 	m      *scalerMetrics
 	log    *slog.Logger
@@ -163,7 +177,7 @@ type Scaler struct {
 func NewScaler(o *Orchestrator) *Scaler {
 	return &Scaler{
 		Pool: o, Reads: RegistryReads{Gatherer: o.Registry}, Registry: o.Registry,
-		Interval: 2 * time.Minute, Min: 1, Slaves: o.Slaves,
+		Interval: 2 * time.Minute, Min: 1, Max: AutoMax, Step: DefaultStep, Slaves: o.Slaves,
 		QueryTimeout: 5 * time.Second, Logger: slog.Default(),
 		orch: o,
 	}
@@ -173,6 +187,8 @@ func NewScaler(o *Orchestrator) *Scaler {
 type scalerMetrics struct {
 	decisions *prometheus.CounterVec
 	lastReads prometheus.Gauge
+	capped    *prometheus.CounterVec
+	maxSlaves prometheus.Gauge
 }
 
 func (s *Scaler) init() {
@@ -190,9 +206,20 @@ func (s *Scaler) init() {
 				Name: "rideshare_scaler_last_interval_reads",
 				Help: "Db reads counted in the last completed scaling interval.",
 			})),
+			capped: metrics.Register(s.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "rideshare_scaler_capped_total",
+				Help: "Scale-outs that added fewer slaves than the rule asked, by what capped them: max_slaves (--max-slaves), step (--scale-step), room (the machine's free memory).",
+			}, []string{"reason"})),
+			maxSlaves: metrics.Register(s.Registry, prometheus.NewGauge(prometheus.GaugeOpts{
+				Name: "rideshare_scaler_max_slaves",
+				Help: "Most slaves the scaler asks for (0: no bound but the machine's room).",
+			})),
 		}
 		for _, d := range []string{"up", "down", "same"} {
 			s.m.decisions.WithLabelValues(d)
+		}
+		for _, r := range []string{capMax, capStep, capRoom} {
+			s.m.capped.WithLabelValues(r)
 		}
 		if s.orch != nil {
 			metrics.Register(s.Registry, &poolCollector{o: s.orch, headTimeout: time.Second})
@@ -206,8 +233,10 @@ func (s *Scaler) check() error {
 		return errors.New("scaler: no pool or read counter")
 	case s.Interval <= 0:
 		return fmt.Errorf("scaler: interval %v: must be positive", s.Interval)
-	case s.Min < 0 || s.Max < 0:
+	case s.Min < 0 || s.Max < AutoMax:
 		return fmt.Errorf("scaler: min %d, max %d: must not be negative", s.Min, s.Max)
+	case s.Step < 0:
+		return fmt.Errorf("scaler: step %d: must not be negative", s.Step)
 	case s.Max > 0 && s.Min > s.Max:
 		return fmt.Errorf("scaler: min %d above max %d", s.Min, s.Max)
 	}
@@ -247,11 +276,13 @@ func (s *Scaler) Run(ctx context.Context) error {
 		return err
 	}
 	s.init()
+	s.resolveMax(ctx)
 	base := s.waitFirstRead(ctx)
 	if ctx.Err() != nil {
 		return nil
 	}
-	s.log.Info("first db read: scaling timer started", "interval", s.Interval.String(), "min_slaves", s.Min, "max_slaves", s.Max)
+	s.log.Info("first db read: scaling timer started", "interval", s.Interval.String(), "min_slaves", s.Min,
+		"max_slaves", s.max, "max_slaves_from", s.maxWhy, "step", s.Step)
 	wanted := s.Slaves
 	t := time.NewTicker(s.Interval)
 	defer t.Stop()
@@ -289,9 +320,41 @@ func (s *Scaler) Run(ctx context.Context) error {
 				s.log.Debug("Prometheus counted fewer reads than this orchestrator: using the local count", "prometheus", n, "local", reads)
 			}
 		}
-		wanted = s.decide(reads, wanted, source)
+		wanted = s.decide(ctx, reads, wanted, source)
 	}
 }
+
+// resolveMax sets max from Max, asking the pool for its machine when Max is AutoMax.
+func (s *Scaler) resolveMax(ctx context.Context) {
+	s.max, s.maxWhy = s.Max, "--max-slaves"
+	if s.Max == 0 {
+		s.maxWhy = "no maximum: the machine's room only"
+	}
+	if s.Max == AutoMax {
+		s.max, s.maxWhy = 0, "the machine could not be measured: its room only"
+		if hp, ok := s.Pool.(HostPool); ok {
+			h, known, err := hp.Host(ctx)
+			switch {
+			case err != nil:
+				s.log.Warn("no default maximum of slaves: cannot measure the machine", "err", err)
+			case known:
+				s.max, s.maxWhy = h.DefaultMaxSlaves()
+			}
+		}
+	}
+	if s.Min > s.max && s.max > 0 {
+		// A minimum set above what the machine is sized for is the operator's call.
+		s.max, s.maxWhy = s.Min, "--min-slaves, above the machine's default maximum"
+	}
+	s.m.maxSlaves.Set(float64(s.max))
+}
+
+// What capped a scale-out, as rideshare_scaler_capped_total labels it.
+const (
+	capMax  = "max_slaves"
+	capStep = "step"
+	capRoom = "room"
+)
 
 // waitFirstRead polls the local counter until it moves, and returns the count before the
 // first read (normally 0), from which the first interval counts.
@@ -326,9 +389,36 @@ func (s *Scaler) waitFirstRead(ctx context.Context) float64 {
 	}
 }
 
-// decide sets the slaves for an interval with reads db reads and records the decision.
-func (s *Scaler) decide(reads float64, wanted int, source string) int {
-	desired := DesiredSlaves(reads, s.Min, s.Max)
+// decide sets the slaves for an interval with reads db reads and records the decision. A
+// scale-out is capped by the maximum, by the step and by the room the machine has now.
+func (s *Scaler) decide(ctx context.Context, reads float64, wanted int, source string) int {
+	rule := DesiredSlaves(reads, s.Min, 0)
+	desired := DesiredSlaves(reads, s.Min, s.max)
+	reason, why := "", ""
+	if desired < rule {
+		reason, why = capMax, s.maxWhy
+	}
+	if s.Step > 0 && desired > wanted+s.Step {
+		desired, reason, why = wanted+s.Step, capStep, fmt.Sprintf("at most %d more slaves an interval", s.Step)
+	}
+	if desired > wanted {
+		if rr, ok := s.Pool.(RoomReporter); ok {
+			room, rwhy, err := rr.Room(ctx)
+			switch {
+			case err != nil:
+				// A machine that cannot be measured gets no new worker: starting one it cannot
+				// hold is what this check is for.
+				desired, reason, why = wanted, capRoom, "cannot measure the machine: "+err.Error()
+			case room != SlotsUnknown && desired > wanted+room:
+				desired, reason, why = wanted+room, capRoom, rwhy
+			}
+		}
+	}
+	if reason != "" {
+		s.m.capped.WithLabelValues(reason).Inc()
+		s.log.Warn("scale-out capped", "reads", reads, "rule_slaves", rule, "slaves", desired,
+			"slaves_before", wanted, "capped_by", reason, "why", why)
+	}
 	direction := "same"
 	switch {
 	case desired > wanted:
@@ -439,10 +529,12 @@ var (
 		"Sync-log entries acknowledged to clients that the worker has not applied yet.", []string{"worker", "role"}, nil)
 	descHead = prometheus.NewDesc("rideshare_synclog_head_seq",
 		"Sequence of the newest sync-log entry.", nil, nil)
+	descLogBytes = prometheus.NewDesc("rideshare_synclog_bytes",
+		"Size of the sync log as stored by JetStream.", nil, nil)
 )
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descWorkers, descSlavesWanted, descSlavesRunning, descApplied, descLag, descHead} {
+	for _, d := range []*prometheus.Desc{descWorkers, descSlavesWanted, descSlavesRunning, descApplied, descLag, descHead, descLogBytes} {
 		ch <- d
 	}
 }
@@ -478,13 +570,14 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSlavesRunning, prometheus.GaugeValue, float64(running))
 	if o.Log != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), c.headTimeout)
-		head, err := o.Log.Last(ctx)
+		state, err := o.Log.State(ctx)
 		cancel()
 		if err != nil {
 			// Left out of this scrape rather than failing it: the other metrics still count.
 			o.Logger.Debug("metrics: sync-log head unknown", "err", err)
 			return
 		}
-		ch <- prometheus.MustNewConstMetric(descHead, prometheus.GaugeValue, float64(head))
+		ch <- prometheus.MustNewConstMetric(descHead, prometheus.GaugeValue, float64(state.Last))
+		ch <- prometheus.MustNewConstMetric(descLogBytes, prometheus.GaugeValue, float64(state.Bytes))
 	}
 }

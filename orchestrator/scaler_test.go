@@ -3,6 +3,7 @@ package orchestrator_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -368,6 +369,155 @@ func TestScalerRefusesBadSettings(t *testing.T) {
 			if err := s.Open(context.Background()); err == nil {
 				s.Close()
 				t.Fatal("Open accepted it")
+			}
+		})
+	}
+}
+
+// sizedPool is a pool on a machine of a given size, with the room it has now.
+type sizedPool struct {
+	pool
+	host    orchestrator.Host
+	mu      sync.Mutex
+	room    int
+	roomErr error
+}
+
+func (p *sizedPool) Host(context.Context) (orchestrator.Host, bool, error) { return p.host, true, nil }
+
+func (p *sizedPool) Room(context.Context) (int, string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.room, "test machine", p.roomErr
+}
+
+func (p *sizedPool) setRoom(n int, err error) {
+	p.mu.Lock()
+	p.room, p.roomErr = n, err
+	p.mu.Unlock()
+}
+
+// mustSizedScaler is mustScaler on a sized pool: 2 CPUs, 24 GiB, so AutoMax is 7 slaves.
+func mustSizedScaler(tb testing.TB, api *dbAPI, room int, edit func(*orchestrator.Scaler)) (*sizedPool, *syncBuffer) {
+	tb.Helper()
+	p := &sizedPool{pool: make(pool, 16), host: orchestrator.Host{CPUs: 2, MemTotal: 24 << 30, MemAvailable: 20 << 30}, room: room}
+	logs := &syncBuffer{}
+	s := &orchestrator.Scaler{
+		Pool: p, Reads: orchestrator.RegistryReads{Gatherer: api.reg}, Registry: api.reg,
+		Interval: 500 * time.Millisecond, Min: 1, Max: orchestrator.AutoMax, Step: 2, Slaves: 1,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if edit != nil {
+		edit(s)
+	}
+	if err := s.Open(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return p, logs
+}
+
+// readsEachInterval sends n reads right after each decision, so every interval counts n.
+func readsEachInterval(t *testing.T, api *dbAPI, p *sizedPool, n, decisions int) []int {
+	t.Helper()
+	var got []int
+	for range decisions {
+		api.reads(t, n)
+		got = append(got, p.next(t))
+	}
+	return got
+}
+
+func TestScalerStepBoundsScaleOut(t *testing.T) {
+	api := mustDBAPI(t)
+	p, logs := mustSizedScaler(t, api, 100, func(s *orchestrator.Scaler) { s.Max = 0 })
+	// 1,000 reads ask for 50 slaves: two more an interval, every interval.
+	if got := readsEachInterval(t, api, p, 1000, 3); !slices.Equal(got, []int{3, 5, 7}) {
+		t.Fatalf("1,000 reads an interval with step 2 from 1 slave: %v, want [3 5 7]", got)
+	}
+	if v := gathered(t, api.reg, "rideshare_scaler_capped_total", "reason", "step"); v != 3 {
+		t.Errorf("capped by step %v times, want 3", v)
+	}
+	if !strings.Contains(logs.String(), "scale-out capped") || !strings.Contains(logs.String(), "capped_by=step") {
+		t.Errorf("no log line says the scale-out was capped by the step:\n%s", logs)
+	}
+	// Scale-in is not limited: an idle interval goes straight back to the minimum.
+	if n := p.next(t); n != 1 {
+		t.Fatalf("idle interval after scaling to 7: %d slaves, want 1", n)
+	}
+}
+
+func TestScalerCourseRuleHoldsWithinTheStep(t *testing.T) {
+	api := mustDBAPI(t)
+	p, logs := mustSizedScaler(t, api, 100, nil)
+	if got := readsEachInterval(t, api, p, 50, 1); got[0] != 3 {
+		t.Fatalf("50 reads: %d slaves, want 3", got[0])
+	}
+	if strings.Contains(logs.String(), "scale-out capped") {
+		t.Fatalf("41–60 reads from 1 slave were capped:\n%s", logs)
+	}
+}
+
+func TestScalerDefaultMaximumFromTheMachine(t *testing.T) {
+	api := mustDBAPI(t)
+	// 2 CPUs × 4 workers, less the master: 7 slaves, whatever the step.
+	p, logs := mustSizedScaler(t, api, 100, func(s *orchestrator.Scaler) { s.Step = 0 })
+	if got := readsEachInterval(t, api, p, 1000, 1); got[0] != 7 {
+		t.Fatalf("1,000 reads on 2 CPUs: %d slaves, want 7", got[0])
+	}
+	if v := gathered(t, api.reg, "rideshare_scaler_max_slaves", "", ""); v != 7 {
+		t.Errorf("rideshare_scaler_max_slaves %v, want 7", v)
+	}
+	if v := gathered(t, api.reg, "rideshare_scaler_capped_total", "reason", "max_slaves"); v != 1 {
+		t.Errorf("capped by max_slaves %v times, want 1", v)
+	}
+	if !strings.Contains(logs.String(), "cpu: 2 CPUs") {
+		t.Errorf("the log does not say what set the maximum:\n%s", logs)
+	}
+}
+
+func TestScalerNeverOutgrowsTheRoom(t *testing.T) {
+	api := mustDBAPI(t)
+	p, logs := mustSizedScaler(t, api, 1, func(s *orchestrator.Scaler) { s.Step = 0 })
+	if got := readsEachInterval(t, api, p, 200, 1); got[0] != 2 {
+		t.Fatalf("200 reads with room for 1 more worker: %d slaves, want 2", got[0])
+	}
+	p.setRoom(0, nil)
+	if got := readsEachInterval(t, api, p, 200, 1); got[0] != 2 {
+		t.Fatalf("200 reads with no room: %d slaves, want 2 (no scale-out)", got[0])
+	}
+	p.setRoom(0, errors.New("meminfo unreadable"))
+	if got := readsEachInterval(t, api, p, 200, 1); got[0] != 2 {
+		t.Fatalf("200 reads on a machine that cannot be measured: %d slaves, want 2", got[0])
+	}
+	if v := gathered(t, api.reg, "rideshare_scaler_capped_total", "reason", "room"); v != 3 {
+		t.Errorf("capped by room %v times, want 3", v)
+	}
+	if !strings.Contains(logs.String(), "capped_by=room") || !strings.Contains(logs.String(), "meminfo unreadable") {
+		t.Errorf("the log does not say the room capped it, and why:\n%s", logs)
+	}
+}
+
+func TestHostSizing(t *testing.T) {
+	const gib = 1 << 30
+	for _, c := range []struct {
+		name      string
+		h         orchestrator.Host
+		running   int
+		maxSlaves int
+		room      int
+	}{
+		{"2 CPUs, 24 GiB: CPUs bound", orchestrator.Host{CPUs: 2, MemTotal: 24 * gib, MemAvailable: 20 * gib}, 3, 7, 70},
+		{"16 CPUs, 4 GiB: memory bounds", orchestrator.Host{CPUs: 16, MemTotal: 4 * gib, MemAvailable: 2 * gib}, 2, 11, 4},
+		{"tiny machine: still one slave", orchestrator.Host{CPUs: 1, MemTotal: gib, MemAvailable: gib / 2}, 2, 1, 0},
+		{"engine without free memory: room from the total", orchestrator.Host{CPUs: 8, MemTotal: 8 * gib}, 10, 27, 18},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if n, why := c.h.DefaultMaxSlaves(); n != c.maxSlaves || why == "" {
+				t.Errorf("DefaultMaxSlaves = %d (%s), want %d", n, why, c.maxSlaves)
+			}
+			if n, why := c.h.Room(c.running); n != c.room || why == "" {
+				t.Errorf("Room(%d) = %d (%s), want %d", c.running, n, why, c.room)
 			}
 		})
 	}

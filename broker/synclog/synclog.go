@@ -88,6 +88,21 @@ func (l *Log) Last(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
+// State is the log's head and size.
+type State struct {
+	Last  uint64 // sequence of the newest entry
+	Bytes uint64 // stored, on the server's disk
+}
+
+// State returns the log's head and size in one look.
+func (l *Log) State(ctx context.Context) (State, error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return State{}, fmt.Errorf("sync log info: %w", err)
+	}
+	return State{Last: info.State.LastSeq, Bytes: info.State.Bytes}, nil
+}
+
 // Get returns the entry at seq.
 func (l *Log) Get(ctx context.Context, seq uint64) (Msg, error) {
 	m, err := l.stream.GetMsg(ctx, seq)

@@ -37,6 +37,7 @@ type benchConfig struct {
 	timeout               time.Duration
 	quiet                 bool
 	cpuProfile            string
+	sampleEvery           time.Duration
 }
 
 func (c *benchConfig) flags() *flag.FlagSet {
@@ -49,6 +50,10 @@ func (c *benchConfig) flags() *flag.FlagSet {
 		"                    the kill to the first acknowledged write, and acknowledged writes lost\n"+
 		"  --mode catchup    writes --entries rows (db/write batches of --batch inserts), kills a slave and\n"+
 		"                    times its replacement's catch-up until it is ready\n"+
+		"  --mode soak       the load mix for --duration (e.g. 30m) against a system with its defaults, sampling\n"+
+		"                    every --sample-every the worker count, each process's resident memory and the\n"+
+		"                    sync log's size; fails if the pool outgrew the scaler's cap, a request failed,\n"+
+		"                    or a process's memory kept growing\n"+
 		"  --mode baseline   only the baseline: a minimal HTTP server answering the list-rides query\n"+
 		"                    straight from one SQLite file, loaded like list-rides")
 	fs.StringVar(&c.gateway, "gateway", "http://127.0.0.1:8080", "gateway (load balancer) URL")
@@ -56,7 +61,8 @@ func (c *benchConfig) flags() *flag.FlagSet {
 	fs.StringVar(&c.usersURL, "users", "", "users service URL; if set, its _count before and after a load run is reported")
 	fs.StringVar(&c.ridesURL, "rides", "", "rides service URL; if set, its _count before and after a load run is reported")
 	fs.StringVar(&c.adminToken, "admin-token", "", "sent as 'Authorization: Bearer <token>' to the orchestrator")
-	fs.StringVar(&c.mode, "mode", "load", "load, failover, catchup or baseline")
+	fs.StringVar(&c.mode, "mode", "load", "load, soak, failover, catchup or baseline")
+	fs.DurationVar(&c.sampleEvery, "sample-every", 10*time.Second, "soak mode: how often the system is sampled")
 	fs.StringVar(&c.only, "only", "", "load one endpoint: "+strings.Join(endpointNames(), ", "))
 	fs.IntVar(&c.concurrency, "concurrency", 32, "concurrent clients")
 	fs.DurationVar(&c.duration, "duration", 20*time.Second, "how long a load run measures")
@@ -105,6 +111,9 @@ func cmdBench(ctx context.Context, args []string) error {
 	if cfg.routes < 2 || cfg.routes > 198 {
 		return errors.New("--routes must be between 2 and 198")
 	}
+	if cfg.sampleEvery <= 0 {
+		return errors.New("--sample-every must be positive")
+	}
 	if cfg.batch < 1 || cfg.batch > 1000 {
 		return errors.New("--batch must be between 1 and 1000")
 	}
@@ -131,6 +140,8 @@ func cmdBench(ctx context.Context, args []string) error {
 	switch cfg.mode {
 	case "load":
 		report, err = reportOf(b.runLoad(ctx))
+	case "soak":
+		report, err = reportOf(b.runSoak(ctx))
 	case "baseline":
 		report, err = reportOf(b.runBaselineOnly(ctx))
 	case "failover":
@@ -138,7 +149,7 @@ func cmdBench(ctx context.Context, args []string) error {
 	case "catchup":
 		report, err = reportOf(b.runCatchup(ctx))
 	default:
-		return fmt.Errorf("--mode %q: use load, failover, catchup or baseline", cfg.mode)
+		return fmt.Errorf("--mode %q: use load, soak, failover, catchup or baseline", cfg.mode)
 	}
 	if report != nil {
 		if perr := printReport(os.Stdout, cfg.format, report); perr != nil && err == nil {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/rideshare/rideshare/httpsvc"
 	"github.com/rideshare/rideshare/worker/store"
 )
 
@@ -54,7 +55,7 @@ func startBaseline(ctx context.Context, users []string, seedRides, routes int) (
 	bs.URL = "http://" + l.Addr().String()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/rides", bs.list)
-	bs.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	bs.srv = httpsvc.NewServer(mux, httpsvc.DefaultLimits)
 	go bs.srv.Serve(l)
 	return bs, ids, nil
 }

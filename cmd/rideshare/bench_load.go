@@ -71,15 +71,33 @@ type loadState struct {
 
 	mu    sync.RWMutex
 	rides []int64 // every known ride id
+	// joinable lists the rides joins go to, with the index of their creator in users: the
+	// seeded rides first, then those created during the run, so a long run never runs out.
+	joinable []joinableRide
 
 	joins    atomic.Int64
 	newUsers atomic.Int64
 }
 
-func (ls *loadState) addRide(id int64) {
+type joinableRide struct {
+	id      int64
+	creator int
+}
+
+func (ls *loadState) addRide(id int64, creator int) {
 	ls.mu.Lock()
 	ls.rides = append(ls.rides, id)
+	ls.joinable = append(ls.joinable, joinableRide{id, creator})
 	ls.mu.Unlock()
+}
+
+func (ls *loadState) joinableAt(i int64) (joinableRide, bool) {
+	ls.mu.RLock()
+	defer ls.mu.RUnlock()
+	if i >= int64(len(ls.joinable)) {
+		return joinableRide{}, false
+	}
+	return ls.joinable[i], true
 }
 
 func (ls *loadState) randomRide(rng *rand.Rand) (int64, bool) {
@@ -168,29 +186,35 @@ func sendCreateRide(ctx context.Context, b *bencher, ls *loadState, rng *rand.Ra
 	// New rides go anywhere (198 areas, ~39,000 routes), so the seeded routes that list-rides
 	// reads keep their size during a run.
 	s, d := route(rng, 198)
-	body := createRideBody(ls.users[rng.IntN(len(ls.users))], s, d, futureStamp(rng))
+	creator := rng.IntN(len(ls.users))
+	body := createRideBody(ls.users[creator], s, d, futureStamp(rng))
 	st, loc, err := b.send(ctx, http.MethodPost, ls.base+"/api/v1/rides", body, true)
 	if st == http.StatusCreated {
 		if id, ok := rideIDFrom(loc); ok {
-			ls.addRide(id)
+			ls.addRide(id, creator)
 		}
 	}
 	return st, err
 }
 
-// sendJoin joins a seeded ride with a user who is neither its creator nor already in it: the
-// k-th join takes ride k mod R and the (k div R)-th of the other users.
+// sendJoin joins a ride with a user who is neither its creator nor already in it. The joinable
+// rides go in blocks of R (R seeded rides: the seeded ones, then as many created during the
+// run); within a block the k-th join takes ride k mod R and the (k div R)-th of the other
+// users. A block holds R×(U-1) joins, and rides are created far faster than joins use them up.
 func sendJoin(ctx context.Context, b *bencher, ls *loadState, _ *rand.Rand) (int, error) {
 	if len(ls.seeded) == 0 || len(ls.users) < 2 {
 		return 0, errors.New("no seeded ride to join")
 	}
 	k := ls.joins.Add(1) - 1
 	r, u := int64(len(ls.seeded)), int64(len(ls.users))
-	i := k % r
-	creator := i % u
-	user := ls.users[(creator+1+(k/r)%(u-1))%u]
+	block, rem := k/(r*(u-1)), k%(r*(u-1))
+	ride, ok := ls.joinableAt(block*r + rem%r)
+	if !ok {
+		return 0, errors.New("every ride is full of the seeded users: no ride to join")
+	}
+	user := ls.users[(int64(ride.creator)+1+rem/r)%u]
 	body := `{"username":"` + user + `"}`
-	st, _, err := b.send(ctx, http.MethodPost, ls.base+"/api/v1/rides/"+strconv.FormatInt(ls.seeded[i], 10), body, false)
+	st, _, err := b.send(ctx, http.MethodPost, ls.base+"/api/v1/rides/"+strconv.FormatInt(ride.id, 10), body, false)
 	return st, err
 }
 
@@ -236,6 +260,10 @@ func (b *bencher) seed(ctx context.Context, ls *loadState, rides bool) error {
 		return nil
 	})
 	ls.rides = append(ls.rides[:0], ls.seeded...)
+	ls.joinable = ls.joinable[:0]
+	for i, id := range ls.seeded {
+		ls.joinable = append(ls.joinable, joinableRide{id, i % len(ls.users)})
+	}
 	return err
 }
 

@@ -118,3 +118,60 @@ func TestBenchUnreachableSystemIsAnError(t *testing.T) {
 		}
 	}
 }
+
+// The soak mode, short: three scaling intervals of the mix at 32 clients against a stack with
+// up's defaults but a short interval. The mix asks for far more slaves than the machine holds;
+// the pool must stay within the cap, every request must succeed, and no process's memory may
+// keep growing (the checks are runSoak's own, so a violation is its error).
+func TestSoakShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end to end")
+	}
+	const interval = 8 * time.Second
+	st := mustStack(t, withScaleInterval(interval))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := benchAgainst(t, st, "--mode", "soak", "--concurrency", "32", "--warmup", "0s",
+		"--duration", (3*interval + interval/2).String(), "--sample-every", "1s").runSoak(ctx)
+	if rep != nil {
+		var table bytes.Buffer
+		rep.table(&table)
+		t.Logf("soak report:\n%s", table.String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.MaxSlaves < 1 || rep.PeakWorkers > rep.MaxSlaves+1 {
+		t.Fatalf("peak %d workers with a cap of %d slaves", rep.PeakWorkers, rep.MaxSlaves)
+	}
+	// The load asked for more than the step allows: the cap was exercised, not idle.
+	if rep.Capped["step"]+rep.Capped["max_slaves"]+rep.Capped["room"] == 0 {
+		t.Fatalf("no scale-out was capped under the mix at 32 clients: %+v", rep.Capped)
+	}
+	if rep.PeakWorkers < 3 {
+		t.Fatalf("the pool never scaled out (peak %d workers)", rep.PeakWorkers)
+	}
+	if len(rep.Processes) == 0 || rep.LogBytesTo <= rep.LogBytesFrom {
+		t.Fatalf("no process measured (%d) or the log did not grow (%d → %d bytes)", len(rep.Processes), rep.LogBytesFrom, rep.LogBytesTo)
+	}
+}
+
+func TestKeepsGrowing(t *testing.T) {
+	const mib = 1 << 10 // series are in KiB
+	for name, c := range map[string]struct {
+		series []int64
+		want   bool
+	}{
+		"a leak: 40 MiB rising to 120 MiB": {[]int64{40 * mib, 50 * mib, 60 * mib, 70 * mib, 85 * mib, 100 * mib, 110 * mib, 120 * mib, 120 * mib}, true},
+		"flat after warming up":            {[]int64{20 * mib, 36 * mib, 37 * mib, 36 * mib, 37 * mib, 37 * mib, 36 * mib, 37 * mib, 37 * mib}, false},
+		"the GC's swing":                   {[]int64{40 * mib, 90 * mib, 40 * mib, 90 * mib, 40 * mib, 90 * mib, 40 * mib, 90 * mib, 40 * mib}, false},
+		"small growth of a cache":          {[]int64{30 * mib, 32 * mib, 34 * mib, 36 * mib, 38 * mib, 40 * mib, 42 * mib, 44 * mib, 46 * mib}, false},
+		"too few samples to tell":          {[]int64{10 * mib, 100 * mib, 200 * mib}, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got := keepsGrowing(c.series); got != c.want {
+				t.Fatalf("keepsGrowing = %v, want %v", got, c.want)
+			}
+		})
+	}
+}

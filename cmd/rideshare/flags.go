@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
+
+	"github.com/rideshare/rideshare/orchestrator"
 )
 
 // newFlags returns a flag set for one subcommand with a usage text that lists the
@@ -63,4 +66,27 @@ func newLogger(level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("log level %q: %w", level, err)
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// maxSlavesFlag is --max-slaves: a number, or "auto" (orchestrator.AutoMax).
+type maxSlavesFlag int
+
+func (m *maxSlavesFlag) String() string {
+	if m == nil || int(*m) == orchestrator.AutoMax {
+		return "auto"
+	}
+	return strconv.Itoa(int(*m))
+}
+
+func (m *maxSlavesFlag) Set(v string) error {
+	if v == "auto" {
+		*m = orchestrator.AutoMax
+		return nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return fmt.Errorf("want auto or a number of slaves (0: no limit), not %q", v)
+	}
+	*m = maxSlavesFlag(n)
+	return nil
 }

@@ -59,6 +59,7 @@ func specMetrics() []exportedMetric {
 		exportedMetric{name: "rideshare_worker_lag", typ: dto.MetricType_GAUGE,
 			labels: []string{"worker", "role"}, services: orch},
 		exportedMetric{name: "rideshare_synclog_head_seq", typ: dto.MetricType_GAUGE, services: orch},
+		exportedMetric{name: "rideshare_synclog_bytes", typ: dto.MetricType_GAUGE, services: orch},
 		exportedMetric{name: "rideshare_synclog_acknowledged_seq", typ: dto.MetricType_GAUGE, services: orch},
 		exportedMetric{name: "rideshare_failovers_total", typ: dto.MetricType_COUNTER, services: orch},
 		exportedMetric{name: "rideshare_workers_lost_total", typ: dto.MetricType_COUNTER, services: orch},
@@ -68,6 +69,10 @@ func specMetrics() []exportedMetric {
 			labels: []string{"direction"}, services: orch,
 			series: []map[string]string{{"direction": "up"}, {"direction": "down"}, {"direction": "same"}}},
 		exportedMetric{name: "rideshare_scaler_last_interval_reads", typ: dto.MetricType_GAUGE, services: orch},
+		exportedMetric{name: "rideshare_scaler_max_slaves", typ: dto.MetricType_GAUGE, services: orch},
+		exportedMetric{name: "rideshare_scaler_capped_total", typ: dto.MetricType_COUNTER,
+			labels: []string{"reason"}, services: orch,
+			series: []map[string]string{{"reason": "max_slaves"}, {"reason": "step"}, {"reason": "room"}}},
 	)
 }
 

@@ -11,6 +11,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/rideshare/rideshare/orchestrator"
 )
 
 // TestMain lets the test binary stand in for the rideshare binary: the stacks that tests
@@ -39,6 +41,8 @@ func mustStack(tb testing.TB, opts ...stackOpt) *stack {
 		orchestratorAddr: "127.0.0.1:0",
 		slaves:           1,
 		minSlaves:        1,
+		maxSlaves:        orchestrator.AutoMax, // up's defaults
+		scaleStep:        orchestrator.DefaultStep,
 		scaleInterval:    time.Hour,
 		coord:            coordFlags{zkRoot: "/rideshare", sessionTimeout: 3 * time.Second},
 		runtime:          "process",

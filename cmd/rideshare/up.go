@@ -16,6 +16,7 @@ import (
 	"github.com/rideshare/rideshare/broker"
 	"github.com/rideshare/rideshare/broker/natsq"
 	"github.com/rideshare/rideshare/broker/synclog"
+	"github.com/rideshare/rideshare/httpsvc"
 	"github.com/rideshare/rideshare/httpsvc/gateway"
 	"github.com/rideshare/rideshare/httpsvc/rides"
 	"github.com/rideshare/rideshare/httpsvc/users"
@@ -34,7 +35,9 @@ type upConfig struct {
 	orchestratorAddr                  string
 	slaves                            int
 	scaleInterval                     time.Duration
-	minSlaves, maxSlaves              int
+	minSlaves                         int
+	maxSlaves                         maxSlavesFlag
+	scaleStep                         int
 	prometheusURL                     string
 	amqp                              string
 	coord                             coordFlags
@@ -47,6 +50,8 @@ type upConfig struct {
 	// workerCommand runs a worker; default: this executable's "worker" subcommand.
 	workerCommand []string
 	workerEnv     []string
+	// httpLimits bound every HTTP server's clients; zero: httpsvc.DefaultLimits (tests shorten them).
+	httpLimits httpsvc.Limits
 }
 
 func (c *upConfig) flags(name string) *flag.FlagSet {
@@ -59,7 +64,9 @@ func (c *upConfig) flags(name string) *flag.FlagSet {
 	fs.IntVar(&c.slaves, "slaves", 1, "slave workers to run beside the master")
 	fs.DurationVar(&c.scaleInterval, "scale-interval", 2*time.Minute, "autoscaling interval: every interval the slaves are set to max(min-slaves, ceil(db reads/20))")
 	fs.IntVar(&c.minSlaves, "min-slaves", 1, "fewest slaves the scaler keeps")
-	fs.IntVar(&c.maxSlaves, "max-slaves", 0, "most slaves the scaler asks for; 0: no limit")
+	c.maxSlaves = orchestrator.AutoMax
+	fs.Var(&c.maxSlaves, "max-slaves", "most slaves the scaler asks for; auto: sized from the machine (4 workers a CPU, 256 MiB of memory a worker, less the master); 0: no limit but the memory free at each scale-out")
+	fs.IntVar(&c.scaleStep, "scale-step", orchestrator.DefaultStep, "most slaves one scaling decision adds (scale-in is not limited); 0: no limit")
 	fs.StringVar(&c.prometheusURL, "prometheus-url", "", "Prometheus server that scrapes every orchestrator (e.g. http://prometheus:9090): the scaler counts db reads there, falling back to this orchestrator's counter; empty: this orchestrator's counter")
 	fs.StringVar(&c.amqp, "amqp", "", "RabbitMQ URL for the four queues (e.g. amqp://guest:guest@127.0.0.1:5672/); empty: embedded NATS")
 	fs.StringVar(&c.coord.zk, "zk", "", "ZooKeeper servers host:port,…; empty: the embedded coordinator")
@@ -103,6 +110,7 @@ type stack struct {
 	Runtime                                         *procrt.Runtime
 	NATS                                            *natsq.Server
 
+	limits  httpsvc.Limits // of every HTTP server; zero: httpsvc.DefaultLimits
 	closers []func() error // run in reverse order by Close
 }
 
@@ -137,7 +145,7 @@ func listen(addr string) (net.Listener, string, error) {
 }
 
 func (s *stack) serve(l net.Listener, h http.Handler, logger *slog.Logger) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := httpsvc.NewServer(h, s.limits)
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("http server stopped", "addr", l.Addr().String(), "err", err)
@@ -157,7 +165,7 @@ func (s *stack) serve(l net.Listener, h http.Handler, logger *slog.Logger) {
 
 // startStack starts every component of `rideshare up` and waits until the database is ready.
 func startStack(ctx context.Context, cfg upConfig, logger *slog.Logger) (_ *stack, err error) {
-	st := &stack{}
+	st := &stack{limits: cfg.httpLimits}
 	defer func() {
 		if err != nil {
 			st.Close()
@@ -302,7 +310,7 @@ func startDatabase(ctx context.Context, cfg upConfig, logger *slog.Logger, st *s
 	st.Orchestrator = o
 	st.onClose(o.Close)
 	sc := orchestrator.NewScaler(o)
-	sc.Interval, sc.Min, sc.Max, sc.PrometheusURL = cfg.scaleInterval, cfg.minSlaves, cfg.maxSlaves, cfg.prometheusURL
+	sc.Interval, sc.Min, sc.Max, sc.Step, sc.PrometheusURL = cfg.scaleInterval, cfg.minSlaves, int(cfg.maxSlaves), cfg.scaleStep, cfg.prometheusURL
 	sc.Logger = logger
 	if err := sc.Open(ctx); err != nil {
 		return err

@@ -26,7 +26,11 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/rideshare/rideshare/orchestrator"
 )
+
+var _ orchestrator.HostReporter = (*Runtime)(nil)
 
 // Labels on the project's containers and networks.
 const (
@@ -549,3 +553,17 @@ func (r *Runtime) removeNetwork(ctx context.Context) error {
 }
 
 func short(id string) string { return id[:min(12, len(id))] }
+
+// Host asks the engine for the CPUs and memory of the machine it runs containers on. The
+// engine does not say how much memory is free, so the room for new workers is counted from
+// the total.
+func (r *Runtime) Host(ctx context.Context) (orchestrator.Host, error) {
+	info, err := r.cli.Info(ctx)
+	if err != nil {
+		return orchestrator.Host{}, fmt.Errorf("docker engine info: %w", err)
+	}
+	if info.NCPU <= 0 || info.MemTotal <= 0 {
+		return orchestrator.Host{}, fmt.Errorf("docker engine info: %d CPUs, %d bytes of memory", info.NCPU, info.MemTotal)
+	}
+	return orchestrator.Host{CPUs: info.NCPU, MemTotal: uint64(info.MemTotal)}, nil
+}

@@ -191,6 +191,20 @@ func TestDockerRuntime(t *testing.T) {
 		}
 	})
 
+	t.Run("the engine's machine is measured for the scaler", func(t *testing.T) {
+		h, err := rt.Host(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := cli.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.CPUs != info.NCPU || h.MemTotal != uint64(info.MemTotal) || h.MemAvailable != 0 {
+			t.Fatalf("Host = %+v, engine says %d CPUs, %d bytes", h, info.NCPU, info.MemTotal)
+		}
+	})
+
 	t.Run("a worker container is labelled, on the network, with its data inside", func(t *testing.T) {
 		info, err := cli.ContainerInspect(ctx, rt.ContainerName("a"))
 		if err != nil {
