@@ -12,7 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/rideshare/rideshare/orchestrator/client"
+	"github.com/rideshare/rideshare"
 )
 
 // Error is an answer other than success: a status and a reason a person can act on. Handlers
@@ -70,8 +70,8 @@ func WriteError(w http.ResponseWriter, status int, reason string) {
 //
 //   - *Error: its own status and reason;
 //   - a body over the limit (*http.MaxBytesError): 413;
-//   - client.ErrUnavailable or a deadline: 503, try again;
-//   - anything else, including store.ErrInvalid and store.ErrConstraint that a handler did not
+//   - rideshare.ErrUnavailable or a deadline: 503, try again;
+//   - anything else, including rideshare.ErrInvalid and rideshare.ErrConstraint that a handler did not
 //     expect: 500, a bug or a broken dependency, to be logged.
 func Status(err error) (int, string) {
 	var e *Error
@@ -81,7 +81,7 @@ func Status(err error) (int, string) {
 		return e.Status, e.Reason
 	case errors.As(err, &tooBig):
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)
-	case errors.Is(err, client.ErrUnavailable):
+	case errors.Is(err, rideshare.ErrUnavailable):
 		return http.StatusServiceUnavailable, "database unavailable, try again shortly"
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "timed out waiting for the database, try again shortly"

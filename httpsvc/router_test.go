@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,8 +14,6 @@ import (
 	"testing"
 
 	"github.com/rideshare/rideshare/httpsvc"
-	"github.com/rideshare/rideshare/orchestrator/client"
-	"github.com/rideshare/rideshare/worker/store"
 )
 
 // logBuffer returns a debug-level logger writing into the returned buffer.
@@ -67,10 +66,10 @@ func TestStatus(t *testing.T) {
 		{"expected outcome keeps its status", httpsvc.BadRequest("no such %s", "ride"), 400, "no such ride"},
 		{"wrapped expected outcome", fmt.Errorf("step: %w", httpsvc.Errorf(404, "no such user")), 404, "no such user"},
 		{"body too large", fmt.Errorf("read: %w", &http.MaxBytesError{Limit: 65536}), 413, "request body larger than 65536 bytes"},
-		{"database unavailable", fmt.Errorf("insert: %w", fmt.Errorf("%w: no master", client.ErrUnavailable)), 503, "database unavailable, try again shortly"},
+		{"database unavailable", fmt.Errorf("insert: %w", fmt.Errorf("%w: no master", rideshare.ErrUnavailable)), 503, "database unavailable, try again shortly"},
 		{"deadline", fmt.Errorf("read: %w", context.DeadlineExceeded), 503, "timed out waiting for the database, try again shortly"},
-		{"unexpected constraint is a bug", fmt.Errorf("insert: %w", store.ErrConstraint), 500, "internal error"},
-		{"invalid operation is a bug", fmt.Errorf("read: %w", store.ErrInvalid), 500, "internal error"},
+		{"unexpected constraint is a bug", fmt.Errorf("insert: %w", rideshare.ErrConstraint), 500, "internal error"},
+		{"invalid operation is a bug", fmt.Errorf("read: %w", rideshare.ErrInvalid), 500, "internal error"},
 		{"anything else", errors.New("disk on fire"), 500, "internal error"},
 	}
 	for _, tt := range tests {
@@ -91,7 +90,7 @@ func TestFailLogsServerSideFailuresOnly(t *testing.T) {
 		wantCode int
 	}{
 		{"client error not logged", httpsvc.BadRequest("bad"), "", 400},
-		{"unavailable logged as warning", client.ErrUnavailable, "level=WARN", 503},
+		{"unavailable logged as warning", rideshare.ErrUnavailable, "level=WARN", 503},
 		{"bug logged as error with cause", errors.New("disk on fire"), "disk on fire", 500},
 	}
 	for _, tt := range tests {

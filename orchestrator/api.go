@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"io"
 	"net/http"
 	"strconv"
@@ -20,8 +21,6 @@ import (
 
 	"github.com/rideshare/rideshare/broker"
 	"github.com/rideshare/rideshare/metrics"
-	"github.com/rideshare/rideshare/worker"
-	"github.com/rideshare/rideshare/worker/store"
 )
 
 // MaxBody bounds a database API request.
@@ -51,12 +50,23 @@ func (o *Orchestrator) respond(w http.ResponseWriter, r *http.Request, v any, er
 		writeJSON(w, http.StatusOK, v)
 		return
 	}
-	var ae *apiError
-	if !errors.As(err, &ae) {
+	status := statusOf(err)
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		// The detail is for the operator, not the client.
 		o.Logger.Error("request failed", "path", r.URL.Path, "err", err)
-		ae = &apiError{status: http.StatusInternalServerError, msg: "internal error: " + err.Error()}
+		msg = "internal error"
 	}
-	writeJSON(w, ae.status, map[string]string{"error": ae.msg})
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// statusOf is the HTTP status of err: an *apiError's own, or that of the contract's sentinel.
+func statusOf(err error) int {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.status
+	}
+	return rideshare.StatusOf(err)
 }
 
 // allowed is the method of each route, for the Allow header of a 405 (chi does not pass the
@@ -150,7 +160,7 @@ func decode(r *http.Request, v any) error {
 }
 
 func (o *Orchestrator) handleWrite(w http.ResponseWriter, r *http.Request) {
-	var op store.Write
+	var op rideshare.Write
 	if err := decode(r, &op); err != nil {
 		o.respond(w, r, nil, err)
 		return
@@ -160,13 +170,13 @@ func (o *Orchestrator) handleWrite(w http.ResponseWriter, r *http.Request) {
 }
 
 func (o *Orchestrator) handleClear(w http.ResponseWriter, r *http.Request) {
-	_, err := o.Write(r.Context(), store.Write{Clear: true})
+	_, err := o.Write(r.Context(), rideshare.Write{Clear: true})
 	o.respond(w, r, struct{}{}, err)
 }
 
 // Write validates op, sends it to the master over writeQ and waits for the answer, waiting
 // out a failover (no master, or a master that stepped down) up to WriteTimeout.
-func (o *Orchestrator) Write(ctx context.Context, op store.Write) (store.Result, error) {
+func (o *Orchestrator) Write(ctx context.Context, op rideshare.Write) (rideshare.Result, error) {
 	start := time.Now()
 	res, err := o.write(ctx, op)
 	o.m.dbLatency.WithLabelValues("write").Observe(time.Since(start).Seconds())
@@ -175,19 +185,18 @@ func (o *Orchestrator) Write(ctx context.Context, op store.Write) (store.Result,
 }
 
 func outcome(err error) string {
-	var ae *apiError
 	switch {
 	case err == nil:
 		return "ok"
-	case errors.As(err, &ae) && ae.status < 500:
+	case statusOf(err) < 500:
 		return "rejected"
 	}
 	return "failed"
 }
 
-func (o *Orchestrator) write(ctx context.Context, op store.Write) (store.Result, error) {
-	if err := store.ValidateWrite(op); err != nil {
-		return store.Result{}, fail(http.StatusBadRequest, "%v", err)
+func (o *Orchestrator) write(ctx context.Context, op rideshare.Write) (rideshare.Result, error) {
+	if err := rideshare.ValidateWrite(op); err != nil {
+		return rideshare.Result{}, err
 	}
 	if op.RequestID == "" {
 		// The master applies a request ID once, so a try that timed out (its master died
@@ -196,30 +205,24 @@ func (o *Orchestrator) write(ctx context.Context, op store.Write) (store.Result,
 	}
 	body, err := json.Marshal(op)
 	if err != nil {
-		return store.Result{}, err
+		return rideshare.Result{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.WriteTimeout)
 	defer cancel()
-	var reply worker.WriteReply
-	err = o.call(ctx, broker.WriteQ, body, o.WriteAttempt, &reply, func() bool { return reply.Kind == worker.KindRetry })
+	var reply rideshare.WriteReply
+	err = o.call(ctx, broker.WriteQ, body, o.WriteAttempt, &reply, func() bool { return reply.Kind == rideshare.KindRetry })
 	if err != nil {
-		return store.Result{}, err
+		return rideshare.Result{}, err
 	}
 	switch reply.Kind {
 	case "":
 		if reply.Result == nil {
-			return store.Result{}, fail(http.StatusBadGateway, "master answered without a result")
+			return rideshare.Result{}, fail(http.StatusBadGateway, "master answered without a result")
 		}
 		o.ack(reply.Result.Seq)
 		return *reply.Result, nil
-	case worker.KindInvalid:
-		return store.Result{}, fail(http.StatusBadRequest, "%s", reply.Error)
-	case worker.KindConstraint:
-		return store.Result{}, fail(http.StatusConflict, "%s", reply.Error)
-	case worker.KindUnavailable:
-		return store.Result{}, fail(http.StatusServiceUnavailable, "%s", reply.Error)
 	}
-	return store.Result{}, fail(http.StatusInternalServerError, "%s", reply.Error)
+	return rideshare.Result{}, rideshare.ErrorOfKind(reply.Kind, reply.Error)
 }
 
 // call sends body on queue until an answer that retry() does not ask to resend, waiting out
@@ -287,7 +290,7 @@ func newRequestID() string {
 }
 
 func (o *Orchestrator) handleRead(w http.ResponseWriter, r *http.Request) {
-	var q store.Read
+	var q rideshare.Read
 	if err := decode(r, &q); err != nil {
 		o.respond(w, r, nil, err)
 		return
@@ -315,7 +318,7 @@ func (o *Orchestrator) handleRead(w http.ResponseWriter, r *http.Request) {
 // Read sends q to a slave over readQ. Unless q asks for eventual consistency, the slave
 // answers only once it has applied every write acknowledged before now. The rows are a JSON
 // array of objects.
-func (o *Orchestrator) Read(ctx context.Context, q store.Read) (json.RawMessage, uint64, error) {
+func (o *Orchestrator) Read(ctx context.Context, q rideshare.Read) (json.RawMessage, uint64, error) {
 	start := time.Now()
 	rows, seq, err := o.read(ctx, q)
 	o.m.dbLatency.WithLabelValues("read").Observe(time.Since(start).Seconds())
@@ -323,12 +326,12 @@ func (o *Orchestrator) Read(ctx context.Context, q store.Read) (json.RawMessage,
 	return rows, seq, err
 }
 
-func (o *Orchestrator) read(ctx context.Context, q store.Read) (json.RawMessage, uint64, error) {
-	if err := store.ValidateRead(q); err != nil {
-		return nil, 0, fail(http.StatusBadRequest, "%v", err)
+func (o *Orchestrator) read(ctx context.Context, q rideshare.Read) (json.RawMessage, uint64, error) {
+	if err := rideshare.ValidateRead(q); err != nil {
+		return nil, 0, err
 	}
 	q.MinSeq = 0
-	if q.Consistency != store.Eventual {
+	if q.Consistency != rideshare.Eventual {
 		q.MinSeq = o.lastAck.Load()
 	}
 	body, err := json.Marshal(q)
@@ -337,18 +340,16 @@ func (o *Orchestrator) read(ctx context.Context, q store.Read) (json.RawMessage,
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.ReadTimeout)
 	defer cancel()
-	var reply worker.ReadReply
-	err = o.call(ctx, broker.ReadQ, body, o.ReadAttempt, &reply, func() bool { return reply.Kind == worker.KindRetry })
+	var reply rideshare.ReadReply
+	err = o.call(ctx, broker.ReadQ, body, o.ReadAttempt, &reply, func() bool { return reply.Kind == rideshare.KindRetry })
 	if err != nil {
 		return nil, 0, err
 	}
 	switch reply.Kind {
 	case "":
 		return reply.Rows, reply.Seq, nil
-	case worker.KindInvalid:
-		return nil, 0, fail(http.StatusBadRequest, "%s", reply.Error)
 	}
-	return nil, 0, fail(http.StatusInternalServerError, "%s", reply.Error)
+	return nil, 0, rideshare.ErrorOfKind(reply.Kind, reply.Error)
 }
 
 func (o *Orchestrator) handleCrashMaster(w http.ResponseWriter, r *http.Request) {

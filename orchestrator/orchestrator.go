@@ -14,9 +14,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rideshare/rideshare/broker"
+	"github.com/rideshare/rideshare/broker/coord"
 	"github.com/rideshare/rideshare/broker/synclog"
 	"github.com/rideshare/rideshare/metrics"
-	"github.com/rideshare/rideshare/worker/coord"
 )
 
 // orchMetrics are the orchestrator's own metrics (the HTTP ones come from metrics.HTTP).

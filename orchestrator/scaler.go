@@ -19,8 +19,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/rideshare/rideshare/broker/coord"
 	"github.com/rideshare/rideshare/metrics"
-	"github.com/rideshare/rideshare/worker/coord"
 )
 
 // ReadsPerSlave is how many db reads in one interval call for one slave (SPEC §8).

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rideshare/rideshare/worker/coord"
+	"github.com/rideshare/rideshare/broker/coord"
 )
 
 // Runtime runs worker processes or containers.

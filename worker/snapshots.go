@@ -10,7 +10,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/rideshare/rideshare/worker/coord"
+	"github.com/rideshare/rideshare/broker/coord"
 	"github.com/rideshare/rideshare/worker/snapshot"
 	"github.com/rideshare/rideshare/worker/store"
 )

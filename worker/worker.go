@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"log/slog"
 	"os"
 	"strconv"
@@ -14,8 +15,8 @@ import (
 	"time"
 
 	"github.com/rideshare/rideshare/broker"
+	"github.com/rideshare/rideshare/broker/coord"
 	"github.com/rideshare/rideshare/broker/synclog"
-	"github.com/rideshare/rideshare/worker/coord"
 	"github.com/rideshare/rideshare/worker/snapshot"
 	"github.com/rideshare/rideshare/worker/store"
 )
@@ -268,7 +269,7 @@ func (w *Worker) catchUp(ctx context.Context, to uint64) error {
 		read <- w.Log.Read(ctx, from, to, w.CatchUpBatch, func(msgs []synclog.Msg) error {
 			entries := make([]store.Entry, 0, len(msgs))
 			for _, m := range msgs {
-				var op store.Write
+				var op store.LogOp
 				if err := decode(m.Data, &op, false); err != nil {
 					return fmt.Errorf("%w: entry %d unreadable: %v", store.ErrDiverged, m.Seq, err)
 				}
@@ -334,13 +335,13 @@ func (w *Worker) waitApplied(ctx context.Context, seq uint64) bool {
 }
 
 func (w *Worker) handleRead(ctx context.Context, body []byte) []byte {
-	var r store.Read
+	var r rideshare.Read
 	if err := decode(body, &r, true); err != nil {
-		return marshal(ReadReply{Error: "malformed read: " + err.Error(), Kind: KindInvalid})
+		return marshal(rideshare.ReadReply{Error: "malformed read: " + err.Error(), Kind: rideshare.KindInvalid})
 	}
-	if r.Consistency != store.Eventual && r.MinSeq > w.Store.Applied() {
+	if r.Consistency != rideshare.Eventual && r.MinSeq > w.Store.Applied() {
 		if !w.waitApplied(ctx, r.MinSeq) {
-			return marshal(ReadReply{Error: fmt.Sprintf("slave %s has applied %d, behind the read's %d", w.ID, w.Store.Applied(), r.MinSeq), Kind: KindRetry})
+			return marshal(rideshare.ReadReply{Error: fmt.Sprintf("slave %s has applied %d, behind the read's %d", w.ID, w.Store.Applied(), r.MinSeq), Kind: rideshare.KindRetry})
 		}
 	}
 	seq := w.Store.Applied()
@@ -349,7 +350,7 @@ func (w *Worker) handleRead(ctx context.Context, body []byte) []byte {
 	out := append(make([]byte, 0, 1024), `{"rows":`...)
 	out, err := w.Store.QueryJSON(ctx, r, out)
 	if err != nil {
-		return marshal(ReadReply{Error: err.Error(), Kind: kindOf(err)})
+		return marshal(rideshare.ReadReply{Error: err.Error(), Kind: rideshare.KindOf(err)})
 	}
 	out = append(out, `,"seq":`...)
 	out = strconv.AppendUint(out, seq, 10)
@@ -400,8 +401,8 @@ func (w *Worker) maybePromote(ctx context.Context) (broker.Subscription, error) 
 
 // appendLog returns the function Store.Execute calls to make an entry durable; resolved, if
 // not nil, receives the entry as logged.
-func (w *Worker) appendLog(ctx context.Context, resolved *store.Write) func(op store.Write) (uint64, error) {
-	return func(op store.Write) (uint64, error) {
+func (w *Worker) appendLog(ctx context.Context, resolved *store.LogOp) func(op store.LogOp) (uint64, error) {
+	return func(op store.LogOp) (uint64, error) {
 		data, err := json.Marshal(op)
 		if err != nil {
 			return 0, err
@@ -415,27 +416,27 @@ func (w *Worker) appendLog(ctx context.Context, resolved *store.Write) func(op s
 }
 
 type writeReq struct {
-	op    store.Write
+	op    rideshare.Write
 	reply chan []byte
 }
 
 // handleWrite hands a write to the committer and waits for its answer.
 func (w *Worker) handleWrite(ctx context.Context, body []byte) []byte {
-	var op store.Write
+	var op rideshare.Write
 	if err := decode(body, &op, true); err != nil {
-		return marshal(WriteReply{Error: "malformed write: " + err.Error(), Kind: KindInvalid})
+		return marshal(rideshare.WriteReply{Error: "malformed write: " + err.Error(), Kind: rideshare.KindInvalid})
 	}
 	req := writeReq{op: op, reply: make(chan []byte, 1)}
 	select {
 	case w.writes <- req:
 	case <-ctx.Done():
-		return marshal(WriteReply{Error: "master " + w.ID + " is stopping", Kind: KindRetry})
+		return marshal(rideshare.WriteReply{Error: "master " + w.ID + " is stopping", Kind: rideshare.KindRetry})
 	}
 	select {
 	case r := <-req.reply:
 		return r
 	case <-ctx.Done():
-		return marshal(WriteReply{Error: "master " + w.ID + " is stopping", Kind: KindRetry})
+		return marshal(rideshare.WriteReply{Error: "master " + w.ID + " is stopping", Kind: rideshare.KindRetry})
 	}
 }
 
@@ -472,7 +473,7 @@ func (w *Worker) commitLoop(ctx context.Context) {
 const MaxGroupOps = 2000
 
 // opsIn counts the row operations of a write.
-func opsIn(w store.Write) int {
+func opsIn(w rideshare.Write) int {
 	if w.Batch != nil {
 		return len(w.Batch)
 	}
@@ -480,22 +481,22 @@ func opsIn(w store.Write) int {
 }
 
 func (w *Worker) commitGroup(ctx context.Context, batch []writeReq) {
-	answer := func(r WriteReply) {
+	answer := func(r rideshare.WriteReply) {
 		for _, b := range batch {
 			b.reply <- marshal(r)
 		}
 	}
 	select {
 	case <-w.Coord.Lost():
-		answer(WriteReply{Error: "master " + w.ID + " lost its coordination session", Kind: KindRetry})
+		answer(rideshare.WriteReply{Error: "master " + w.ID + " lost its coordination session", Kind: rideshare.KindRetry})
 		return
 	default:
 	}
-	ops := make([]store.Write, len(batch))
+	ops := make([]rideshare.Write, len(batch))
 	for i, b := range batch {
 		ops[i] = b.op
 	}
-	var entry store.Write
+	var entry store.LogOp
 	before := w.Store.Applied()
 	outs := w.Store.ExecuteGroup(ctx, ops, w.appendLog(ctx, &entry))
 	if seq := w.Store.Applied(); seq > before {
@@ -506,7 +507,7 @@ func (w *Worker) commitGroup(ctx context.Context, batch []writeReq) {
 		w.notify()
 	}
 	for i, o := range outs {
-		var reply WriteReply
+		var reply rideshare.WriteReply
 		switch err := o.Err; {
 		case err == nil:
 			res := o.Result
@@ -517,12 +518,12 @@ func (w *Worker) commitGroup(ctx context.Context, batch []writeReq) {
 			case w.fenced <- fmt.Errorf("%w: %v", ErrSteppedDown, err):
 			default:
 			}
-			reply = WriteReply{Error: "master " + w.ID + " stepped down", Kind: KindRetry}
-		case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrConstraint):
-			reply = WriteReply{Error: err.Error(), Kind: kindOf(err)}
+			reply = rideshare.WriteReply{Error: "master " + w.ID + " stepped down", Kind: rideshare.KindRetry}
+		case errors.Is(err, rideshare.ErrInvalid), errors.Is(err, rideshare.ErrConstraint):
+			reply = rideshare.WriteReply{Error: err.Error(), Kind: rideshare.KindOf(err)}
 		default:
 			w.Logger.Error("write failed", "err", err)
-			reply = WriteReply{Error: err.Error(), Kind: KindUnavailable}
+			reply = rideshare.WriteReply{Error: err.Error(), Kind: rideshare.KindUnavailable}
 		}
 		batch[i].reply <- marshal(reply)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -62,17 +63,17 @@ func startBaseline(ctx context.Context, users []string, seedRides, routes int) (
 
 // seed writes the same users and rides a load run seeds, in batches.
 func (bs *baselineServer) seed(ctx context.Context, users []string, n, routes int) ([]int64, error) {
-	var batch []store.Write
+	var batch []rideshare.Write
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		_, err := bs.local.Write(ctx, store.Write{Batch: batch})
+		_, err := bs.local.Write(ctx, rideshare.Write{Batch: batch})
 		batch = batch[:0]
 		return err
 	}
 	for _, u := range users {
-		batch = append(batch, store.Write{Table: "users", Insert: map[string]any{"username": u, "password": benchPassword}})
+		batch = append(batch, rideshare.Write{Table: "users", Insert: map[string]any{"username": u, "password": benchPassword}})
 	}
 	if err := flush(); err != nil {
 		return nil, err
@@ -86,11 +87,11 @@ func (bs *baselineServer) seed(ctx context.Context, users []string, n, routes in
 		if err != nil {
 			return nil, err
 		}
-		batch = append(batch, store.Write{Table: "rides", Insert: map[string]any{
+		batch = append(batch, rideshare.Write{Table: "rides", Insert: map[string]any{
 			"created_by": users[i%len(users)], "timestamp": stamp, "ts": t.Unix(),
 			"source": int64(p[0]), "destination": int64(p[1]),
 		}})
-		if len(batch) == store.MaxBatch {
+		if len(batch) == rideshare.MaxBatch {
 			if err := flush(); err != nil {
 				return nil, err
 			}
@@ -120,11 +121,11 @@ func (bs *baselineServer) list(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":"bad source or destination"}`, http.StatusBadRequest)
 		return
 	}
-	rows, err := bs.local.Read(r.Context(), store.Read{
+	rows, err := bs.local.Read(r.Context(), rideshare.Read{
 		Table:   "rides",
 		Columns: []string{"ride_id", "created_by", "timestamp"},
-		Where:   store.Where{"source": src, "destination": dst, "ts": map[string]any{"gt": time.Now().Unix()}},
-		Order:   []store.Order{{Column: "ts"}, {Column: "ride_id"}},
+		Where:   rideshare.Where{"source": src, "destination": dst, "ts": map[string]any{"gt": time.Now().Unix()}},
+		Order:   []rideshare.Order{{Column: "ts"}, {Column: "ride_id"}},
 	})
 	if err != nil {
 		http.Error(w, `{"error":"`+err.Error()+`"}`, http.StatusInternalServerError)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -86,7 +87,7 @@ func startWriteLoad(t *testing.T, st *stack, writers int) *writeLoad {
 				default:
 				}
 				ts := l.next.Add(1)
-				op := store.Write{Table: "rides", Insert: map[string]any{"created_by": "load", "timestamp": "01-01-2031:00-00-00", "ts": ts, "source": 1, "destination": 2}}
+				op := rideshare.Write{Table: "rides", Insert: map[string]any{"created_by": "load", "timestamp": "01-01-2031:00-00-00", "ts": ts, "source": 1, "destination": 2}}
 				b, _ := json.Marshal(op)
 				resp, err := hc.Post(st.OrchestratorURL+"/api/v1/db/write", "application/json", bytesReader(b))
 				ok := err == nil && resp.StatusCode == 200
@@ -179,7 +180,7 @@ func checkReplicas(t *testing.T, st *stack, ws []orchestrator.WorkerInfo, acked 
 		if err := db.Open(ctx); err != nil {
 			t.Fatal(err)
 		}
-		rows, err := db.Query(ctx, store.Read{Table: "rides", Columns: []string{"ts"}, Where: store.Where{"created_by": "load"}})
+		rows, err := db.Query(ctx, rideshare.Read{Table: "rides", Columns: []string{"ts"}, Where: rideshare.Where{"created_by": "load"}})
 		db.Close()
 		if err != nil {
 			t.Fatal(err)
@@ -263,7 +264,7 @@ func TestHA(t *testing.T) {
 								return
 							default:
 							}
-							code, body := call(t, "POST", st.OrchestratorURL+"/api/v1/db/read", store.Read{Table: "users", Count: true})
+							code, body := call(t, "POST", st.OrchestratorURL+"/api/v1/db/read", rideshare.Read{Table: "users", Count: true})
 							reads.Add(1)
 							if code != 200 {
 								failures.Add(1)

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"maps"
 	"os"
 	"regexp"
@@ -11,8 +12,6 @@ import (
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/rideshare/rideshare/worker/store"
 )
 
 // exportedMetric is a metric SPEC §11 asks for, where it is exported and how it is labelled.
@@ -96,7 +95,7 @@ func TestMetrics(t *testing.T) {
 	mustCall(t, 201, "PUT", gw+"/api/v1/users", map[string]string{"username": "metrics", "password": sha1hex(7)})
 	mustCall(t, 201, "POST", gw+"/api/v1/rides", map[string]any{"created_by": "metrics", "timestamp": "01-01-2031:00-00-10", "source": 1, "destination": 2})
 	mustCall(t, 200, "GET", gw+"/api/v1/rides?source=1&destination=2", nil)
-	mustCall(t, 200, "POST", st.OrchestratorURL+"/api/v1/db/read", store.Read{Table: "users", Count: true})
+	mustCall(t, 200, "POST", st.OrchestratorURL+"/api/v1/db/read", rideshare.Read{Table: "users", Count: true})
 	mustCall(t, 404, "GET", gw+"/api/v1/nowhere", nil)
 	ws := settled(t, st, 2)
 

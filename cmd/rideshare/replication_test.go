@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"path/filepath"
 	"reflect"
 	"sync"
@@ -50,7 +51,7 @@ func writeUsers(tb testing.TB, st *stack, prefix string, n, concurrency int) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				op := store.Write{Table: "users", Insert: map[string]any{"username": fmt.Sprintf("%s%d", prefix, i), "password": sha1hex(i)}}
+				op := rideshare.Write{Table: "users", Insert: map[string]any{"username": fmt.Sprintf("%s%d", prefix, i), "password": sha1hex(i)}}
 				if code, body := call(tb, "POST", st.OrchestratorURL+"/api/v1/db/write", op); code != 200 {
 					select {
 					case errs <- fmt.Sprintf("write %d: %d %s", i, code, body):
@@ -77,7 +78,7 @@ func countUsers(tb testing.TB, st *stack) int64 {
 	var res struct {
 		Rows []map[string]int64 `json:"rows"`
 	}
-	body := mustCall(tb, 200, "POST", st.OrchestratorURL+"/api/v1/db/read", store.Read{Table: "users", Count: true})
+	body := mustCall(tb, 200, "POST", st.OrchestratorURL+"/api/v1/db/read", rideshare.Read{Table: "users", Count: true})
 	if err := json.Unmarshal(body, &res); err != nil {
 		tb.Fatal(err)
 	}
@@ -160,7 +161,7 @@ func TestReplayingTheLogReproducesTheMaster(t *testing.T) {
 	err = log.Read(ctx, 1, last, 100, func(msgs []synclog.Msg) error {
 		var es []store.Entry
 		for _, m := range msgs {
-			var op store.Write
+			var op store.LogOp
 			if err := json.Unmarshal(m.Data, &op); err != nil {
 				return err
 			}
@@ -175,13 +176,13 @@ func TestReplayingTheLogReproducesTheMaster(t *testing.T) {
 		t.Fatalf("replica applied %d, master %d", replica.Applied(), masterDB.Applied())
 	}
 	for _, table := range []string{"users", "rides", "ride_users"} {
-		var order []store.Order
-		for _, c := range store.Schema[table].Columns {
+		var order []rideshare.Order
+		for _, c := range rideshare.Schema[table].Columns {
 			if !c.Secret {
-				order = append(order, store.Order{Column: c.Name})
+				order = append(order, rideshare.Order{Column: c.Name})
 			}
 		}
-		q := store.Read{Table: table, Order: order}
+		q := rideshare.Read{Table: table, Order: order}
 		want, err := masterDB.Query(ctx, q)
 		if err != nil {
 			t.Fatal(err)

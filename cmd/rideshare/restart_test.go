@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"github.com/rideshare/rideshare"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -13,7 +14,6 @@ import (
 	"time"
 
 	"github.com/rideshare/rideshare/orchestrator"
-	"github.com/rideshare/rideshare/worker/store"
 )
 
 func withData(dir string) stackOpt { return func(c *upConfig) { c.data = dir } }
@@ -111,7 +111,7 @@ func TestOrchestratorRestartAdoptsRunningWorkers(t *testing.T) {
 	want := pids(before)
 	// Several reconciles later the pool is still exactly the adopted one.
 	for range 3 {
-		body := mustCall(t, 200, "POST", srv.URL+"/api/v1/db/read", store.Read{Table: "users", Columns: []string{"username"}, Where: store.Where{"username": "kept"}})
+		body := mustCall(t, 200, "POST", srv.URL+"/api/v1/db/read", rideshare.Read{Table: "users", Columns: []string{"username"}, Where: rideshare.Where{"username": "kept"}})
 		if !strings.Contains(string(body), `"kept"`) {
 			t.Fatalf("user written before the restart not read after it: %s", body)
 		}
@@ -120,5 +120,5 @@ func TestOrchestratorRestartAdoptsRunningWorkers(t *testing.T) {
 		}
 		time.Sleep(o.Poll) // let the supervisor reconcile again before looking once more
 	}
-	mustCall(t, 200, "POST", srv.URL+"/api/v1/db/write", store.Write{Table: "users", Insert: map[string]any{"username": "after", "password": sha1hex(4)}})
+	mustCall(t, 200, "POST", srv.URL+"/api/v1/db/write", rideshare.Write{Table: "users", Insert: map[string]any{"username": "after", "password": sha1hex(4)}})
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"io"
 	"net/http"
 	"slices"
@@ -17,7 +18,6 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/rideshare/rideshare/orchestrator"
-	"github.com/rideshare/rideshare/worker/store"
 )
 
 func withScaleInterval(d time.Duration) stackOpt { return func(c *upConfig) { c.scaleInterval = d } }
@@ -99,7 +99,7 @@ func decisions(tb testing.TB, st *stack) float64 {
 // answered.
 func dbReads(tb testing.TB, st *stack, n, concurrency int) {
 	tb.Helper()
-	body, err := json.Marshal(store.Read{Table: "users", Count: true})
+	body, err := json.Marshal(rideshare.Read{Table: "users", Count: true})
 	if err != nil {
 		tb.Fatal(err)
 	}

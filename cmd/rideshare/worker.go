@@ -13,12 +13,12 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/rideshare/rideshare/broker"
+	"github.com/rideshare/rideshare/broker/coord"
+	"github.com/rideshare/rideshare/broker/coord/kvcoord"
+	"github.com/rideshare/rideshare/broker/coord/zkcoord"
 	"github.com/rideshare/rideshare/broker/natsq"
 	"github.com/rideshare/rideshare/broker/synclog"
 	"github.com/rideshare/rideshare/worker"
-	"github.com/rideshare/rideshare/worker/coord"
-	"github.com/rideshare/rideshare/worker/coord/kvcoord"
-	"github.com/rideshare/rideshare/worker/coord/zkcoord"
 	"github.com/rideshare/rideshare/worker/snapshot"
 	"github.com/rideshare/rideshare/worker/store"
 )

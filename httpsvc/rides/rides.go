@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"io"
 	"log/slog"
 	"net/http"
@@ -21,22 +22,19 @@ import (
 	"github.com/rideshare/rideshare/httpsvc"
 	"github.com/rideshare/rideshare/metrics"
 	"github.com/rideshare/rideshare/orchestrator/client"
-	"github.com/rideshare/rideshare/worker/store"
 )
 
-// DB is the database the service uses: the orchestrator's client, or a store.Local.
+// DB is the database the service uses: the orchestrator's client (tests use an in-process
+// SQLite store).
 type DB interface {
-	Write(ctx context.Context, w store.Write) (store.Result, error)
-	Read(ctx context.Context, r store.Read) ([]store.Row, error)
+	Write(ctx context.Context, w rideshare.Write) (rideshare.Result, error)
+	Read(ctx context.Context, r rideshare.Read) ([]rideshare.Row, error)
 	// Ping tells whether the database can serve, without a db read (which the
 	// orchestrator's scaler would count).
 	Ping(ctx context.Context) error
 }
 
-var (
-	_ DB = (*client.Client)(nil)
-	_ DB = (*store.Local)(nil)
-)
+var _ DB = (*client.Client)(nil)
 
 // ServiceName labels the service's metrics and logs.
 const ServiceName = "rides"
@@ -238,14 +236,14 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 	if err := s.checkUser(r.Context(), createdBy); err != nil {
 		return err
 	}
-	res, err := s.DB.Write(r.Context(), store.Write{Table: "rides", Insert: map[string]any{
+	res, err := s.DB.Write(r.Context(), rideshare.Write{Table: "rides", Insert: map[string]any{
 		"created_by":  createdBy,
 		"timestamp":   t.Format(TimestampLayout),
 		"ts":          t.Unix(),
 		"source":      source,
 		"destination": destination,
 	}})
-	if errors.Is(err, store.ErrConstraint) {
+	if errors.Is(err, rideshare.ErrConstraint) {
 		// The user was deleted between the check and the insert.
 		return errNoUser
 	}
@@ -289,15 +287,15 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
 	if ids[0] == ids[1] {
 		return httpsvc.BadRequest("source and destination must differ")
 	}
-	rows, err := s.DB.Read(r.Context(), store.Read{
+	rows, err := s.DB.Read(r.Context(), rideshare.Read{
 		Table:   "rides",
 		Columns: []string{"ride_id", "created_by", "timestamp"},
-		Where: store.Where{
+		Where: rideshare.Where{
 			"source":      ids[0],
 			"destination": ids[1],
 			"ts":          map[string]any{"gt": s.Now().Unix()},
 		},
-		Order: []store.Order{{Column: "ts"}, {Column: "ride_id"}},
+		Order: []rideshare.Order{{Column: "ts"}, {Column: "ride_id"}},
 	})
 	if err != nil {
 		return fmt.Errorf("list rides: %w", err)
@@ -332,9 +330,9 @@ type ride struct {
 
 // readRide reads ride id, or returns nil if there is none.
 func (s *Service) readRide(ctx context.Context, id int64) (*ride, error) {
-	rows, err := s.DB.Read(ctx, store.Read{
+	rows, err := s.DB.Read(ctx, rideshare.Read{
 		Table: "rides",
-		Where: store.Where{"ride_id": id},
+		Where: rideshare.Where{"ride_id": id},
 		Limit: 1,
 	})
 	if err != nil {
@@ -358,11 +356,11 @@ func (s *Service) readRide(ctx context.Context, id int64) (*ride, error) {
 
 // riders lists the users who joined ride id, by name.
 func (s *Service) riders(ctx context.Context, id int64) ([]string, error) {
-	rows, err := s.DB.Read(ctx, store.Read{
+	rows, err := s.DB.Read(ctx, rideshare.Read{
 		Table:   "ride_users",
 		Columns: []string{"username"},
-		Where:   store.Where{"ride_id": id},
-		Order:   []store.Order{{Column: "username"}},
+		Where:   rideshare.Where{"ride_id": id},
+		Order:   []rideshare.Order{{Column: "username"}},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read riders of %d: %w", id, err)
@@ -432,10 +430,10 @@ func (s *Service) join(w http.ResponseWriter, r *http.Request) error {
 	if rd.CreatedBy == username {
 		return httpsvc.BadRequest("user created this ride and cannot join it")
 	}
-	_, err = s.DB.Write(r.Context(), store.Write{Table: "ride_users", Insert: map[string]any{
+	_, err = s.DB.Write(r.Context(), rideshare.Write{Table: "ride_users", Insert: map[string]any{
 		"ride_id": id, "username": username,
 	}})
-	if errors.Is(err, store.ErrConstraint) {
+	if errors.Is(err, rideshare.ErrConstraint) {
 		// Already joined, or the ride or the user went away since they were read.
 		return s.whyNotJoined(w, r, id, username)
 	}
@@ -474,9 +472,9 @@ func (s *Service) delete(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.DB.Write(r.Context(), store.Write{
+	res, err := s.DB.Write(r.Context(), rideshare.Write{
 		Table:  "rides",
-		Delete: &store.Delete{Where: store.Where{"ride_id": id}},
+		Delete: &rideshare.Delete{Where: rideshare.Where{"ride_id": id}},
 	})
 	if err != nil {
 		return fmt.Errorf("delete ride %d: %w", id, err)
@@ -490,7 +488,7 @@ func (s *Service) delete(w http.ResponseWriter, r *http.Request) error {
 
 // countRides is R6: GET /api/v1/rides/count → [n], the rides that exist now.
 func (s *Service) countRides(w http.ResponseWriter, r *http.Request) error {
-	rows, err := s.DB.Read(r.Context(), store.Read{Table: "rides", Count: true})
+	rows, err := s.DB.Read(r.Context(), rideshare.Read{Table: "rides", Count: true})
 	if err != nil {
 		return fmt.Errorf("count rides: %w", err)
 	}
@@ -507,9 +505,9 @@ func (s *Service) countRides(w http.ResponseWriter, r *http.Request) error {
 
 // clear is R7: POST /api/v1/db/clear → 200 {}: every ride goes, and with them every join.
 func (s *Service) clear(w http.ResponseWriter, r *http.Request) error {
-	_, err := s.DB.Write(r.Context(), store.Write{
+	_, err := s.DB.Write(r.Context(), rideshare.Write{
 		Table:  "rides",
-		Delete: &store.Delete{Where: store.Where{}},
+		Delete: &rideshare.Delete{Where: rideshare.Where{}},
 	})
 	if err != nil {
 		return fmt.Errorf("clear rides: %w", err)

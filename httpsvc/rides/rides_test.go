@@ -2,6 +2,7 @@ package rides_test
 
 import (
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -9,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rideshare/rideshare/httpsvc/rides"
-	"github.com/rideshare/rideshare/worker/store"
 )
 
 const errTimestamp = `{"error":"timestamp must be a real date and time as DD-MM-YYYY:SS-MM-HH, e.g. 21-08-2030:00-30-14"}`
@@ -245,9 +245,9 @@ func TestConcurrentChangesBetweenCheckAndWrite(t *testing.T) {
 	check(t, s.do(t, "POST", "/api/v1/rides/2", `{"username":"dave"}`, ""), answer{Code: 200, Body: `{}`})
 	// deleteOnce runs a delete through the users or rides API before the handler's own write.
 	// The delete may itself pass through the hook: only the first call acts.
-	deleteOnce := func(t *testing.T, base, path string) func(store.Write) {
+	deleteOnce := func(t *testing.T, base, path string) func(rideshare.Write) {
 		var done atomic.Bool
-		return func(store.Write) {
+		return func(rideshare.Write) {
 			if !done.CompareAndSwap(false, true) {
 				return
 			}
@@ -258,20 +258,20 @@ func TestConcurrentChangesBetweenCheckAndWrite(t *testing.T) {
 	}
 	tests := []struct {
 		name   string
-		hook   func(t *testing.T) func(store.Write)
+		hook   func(t *testing.T) func(rideshare.Write)
 		method string
 		path   string
 		body   string
 		want   answer
 	}{
 		{"ride deleted before the join is 204",
-			func(t *testing.T) func(store.Write) { return deleteOnce(t, s.rides, "/api/v1/rides/1") },
+			func(t *testing.T) func(rideshare.Write) { return deleteOnce(t, s.rides, "/api/v1/rides/1") },
 			"POST", "/api/v1/rides/1", `{"username":"bob"}`, answer{Code: 204}},
 		{"joiner deleted before the join is 400",
-			func(t *testing.T) func(store.Write) { return deleteOnce(t, s.users, "/api/v1/users/bob") },
+			func(t *testing.T) func(rideshare.Write) { return deleteOnce(t, s.users, "/api/v1/users/bob") },
 			"POST", "/api/v1/rides/2", `{"username":"bob"}`, answer{Code: 400, Body: `{"error":"user does not exist"}`}},
 		{"creator deleted before the insert is 400",
-			func(t *testing.T) func(store.Write) { return deleteOnce(t, s.users, "/api/v1/users/carol") },
+			func(t *testing.T) func(rideshare.Write) { return deleteOnce(t, s.users, "/api/v1/users/carol") },
 			"POST", "/api/v1/rides", rideBody("carol", "21-08-2030:00-00-00", 1, 2), answer{Code: 400, Body: `{"error":"user does not exist"}`}},
 	}
 	for _, tt := range tests {

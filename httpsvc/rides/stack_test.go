@@ -3,6 +3,7 @@ package rides_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/rideshare/rideshare"
 	"io"
 	"log/slog"
 	"net/http"
@@ -49,8 +50,8 @@ type stack struct {
 	db               *store.Local
 
 	mu      sync.Mutex
-	origins []string          // Origin header of each user check the users service received
-	hook    func(store.Write) // run before each write of the rides service, if set
+	origins []string              // Origin header of each user check the users service received
+	hook    func(rideshare.Write) // run before each write of the rides service, if set
 }
 
 // hookedDB is the real database with a hook before each write, to make another client's
@@ -60,7 +61,7 @@ type hookedDB struct {
 	s *stack
 }
 
-func (d hookedDB) Write(ctx context.Context, w store.Write) (store.Result, error) {
+func (d hookedDB) Write(ctx context.Context, w rideshare.Write) (rideshare.Result, error) {
 	d.s.mu.Lock()
 	hook := d.s.hook
 	d.s.mu.Unlock()
@@ -71,7 +72,7 @@ func (d hookedDB) Write(ctx context.Context, w store.Write) (store.Result, error
 }
 
 // setHook sets the hook run before each write of the rides service; nil removes it.
-func (s *stack) setHook(h func(store.Write)) {
+func (s *stack) setHook(h func(rideshare.Write)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.hook = h

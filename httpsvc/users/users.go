@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -15,22 +16,19 @@ import (
 	"github.com/rideshare/rideshare/httpsvc"
 	"github.com/rideshare/rideshare/metrics"
 	"github.com/rideshare/rideshare/orchestrator/client"
-	"github.com/rideshare/rideshare/worker/store"
 )
 
-// DB is the database the service uses: the orchestrator's client, or a store.Local.
+// DB is the database the service uses: the orchestrator's client (tests use an in-process
+// SQLite store).
 type DB interface {
-	Write(ctx context.Context, w store.Write) (store.Result, error)
-	Read(ctx context.Context, r store.Read) ([]store.Row, error)
+	Write(ctx context.Context, w rideshare.Write) (rideshare.Result, error)
+	Read(ctx context.Context, r rideshare.Read) ([]rideshare.Row, error)
 	// Ping tells whether the database can serve, without a db read (which the
 	// orchestrator's scaler would count).
 	Ping(ctx context.Context) error
 }
 
-var (
-	_ DB = (*client.Client)(nil)
-	_ DB = (*store.Local)(nil)
-)
+var _ DB = (*client.Client)(nil)
 
 // ServiceName labels the service's metrics and logs.
 const ServiceName = "users"
@@ -121,11 +119,11 @@ func (s *Service) create(w http.ResponseWriter, r *http.Request) error {
 		// Never echo the password, not even in an error.
 		return httpsvc.BadRequest("password must be exactly 40 hexadecimal digits (a SHA-1 hash)")
 	}
-	_, err = s.DB.Write(r.Context(), store.Write{
+	_, err = s.DB.Write(r.Context(), rideshare.Write{
 		Table:  "users",
 		Insert: map[string]any{"username": username, "password": password},
 	})
-	if errors.Is(err, store.ErrConstraint) {
+	if errors.Is(err, rideshare.ErrConstraint) {
 		return httpsvc.BadRequest("username already taken")
 	}
 	if err != nil {
@@ -156,9 +154,9 @@ func (s *Service) delete(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.DB.Write(r.Context(), store.Write{
+	res, err := s.DB.Write(r.Context(), rideshare.Write{
 		Table:  "users",
-		Delete: &store.Delete{Where: store.Where{"username": username}},
+		Delete: &rideshare.Delete{Where: rideshare.Where{"username": username}},
 	})
 	if err != nil {
 		return fmt.Errorf("delete user: %w", err)
@@ -172,10 +170,10 @@ func (s *Service) delete(w http.ResponseWriter, r *http.Request) error {
 
 // list is U3: GET /api/v1/users → 200 ["alice", …] in creation order, or 204.
 func (s *Service) list(w http.ResponseWriter, r *http.Request) error {
-	rows, err := s.DB.Read(r.Context(), store.Read{
+	rows, err := s.DB.Read(r.Context(), rideshare.Read{
 		Table:   "users",
 		Columns: []string{"username"},
-		Order:   []store.Order{{Column: "id"}},
+		Order:   []rideshare.Order{{Column: "id"}},
 	})
 	if err != nil {
 		return fmt.Errorf("list users: %w", err)
@@ -203,10 +201,10 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rows, err := s.DB.Read(r.Context(), store.Read{
+	rows, err := s.DB.Read(r.Context(), rideshare.Read{
 		Table:   "users",
 		Columns: []string{"username"},
-		Where:   store.Where{"username": username},
+		Where:   rideshare.Where{"username": username},
 		Limit:   1,
 	})
 	if err != nil {
@@ -222,9 +220,9 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) error {
 // clear is U5: POST /api/v1/db/clear → 200 {}: every user goes, and with them every ride they
 // created or joined.
 func (s *Service) clear(w http.ResponseWriter, r *http.Request) error {
-	_, err := s.DB.Write(r.Context(), store.Write{
+	_, err := s.DB.Write(r.Context(), rideshare.Write{
 		Table:  "users",
-		Delete: &store.Delete{Where: store.Where{}},
+		Delete: &rideshare.Delete{Where: rideshare.Where{}},
 	})
 	if err != nil {
 		return fmt.Errorf("clear users: %w", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/rideshare/rideshare"
 	"io"
 	"log/slog"
 	"net/http"
@@ -239,7 +240,7 @@ func TestDeleteUserRemovesTheirRidesAndJoins(t *testing.T) {
 	e.mustCreate(t, "bob")
 	ctx := context.Background()
 	ride := func(by string) int64 {
-		res, err := e.db.Write(ctx, store.Write{Table: "rides", Insert: map[string]any{
+		res, err := e.db.Write(ctx, rideshare.Write{Table: "rides", Insert: map[string]any{
 			"created_by": by, "timestamp": "01-01-2030:00-00-00", "ts": int64(1893456000), "source": int64(1), "destination": int64(2),
 		}})
 		if err != nil {
@@ -248,29 +249,29 @@ func TestDeleteUserRemovesTheirRidesAndJoins(t *testing.T) {
 		return res.ID
 	}
 	alices, bobs := ride("alice"), ride("bob")
-	if _, err := e.db.Write(ctx, store.Write{Table: "ride_users", Insert: map[string]any{"ride_id": bobs, "username": "alice"}}); err != nil {
+	if _, err := e.db.Write(ctx, rideshare.Write{Table: "ride_users", Insert: map[string]any{"ride_id": bobs, "username": "alice"}}); err != nil {
 		t.Fatal(err)
 	}
 	check(t, e.do(t, "DELETE", "/api/v1/users/alice", "", ""), answer{Code: 200, Body: `{}`})
-	count := func(table string, where store.Where) int64 {
-		rows, err := e.db.Read(ctx, store.Read{Table: table, Where: where, Count: true})
+	count := func(table string, where rideshare.Where) int64 {
+		rows, err := e.db.Read(ctx, rideshare.Read{Table: table, Where: where, Count: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return rows[0]["count"].(int64)
 	}
 	t.Run("their ride is gone", func(t *testing.T) {
-		if n := count("rides", store.Where{"ride_id": alices}); n != 0 {
+		if n := count("rides", rideshare.Where{"ride_id": alices}); n != 0 {
 			t.Fatalf("%d rides", n)
 		}
 	})
 	t.Run("their join is gone", func(t *testing.T) {
-		if n := count("ride_users", store.Where{"username": "alice"}); n != 0 {
+		if n := count("ride_users", rideshare.Where{"username": "alice"}); n != 0 {
 			t.Fatalf("%d joins", n)
 		}
 	})
 	t.Run("other rides stay", func(t *testing.T) {
-		if n := count("rides", store.Where{"ride_id": bobs}); n != 1 {
+		if n := count("rides", rideshare.Where{"ride_id": bobs}); n != 1 {
 			t.Fatalf("%d rides", n)
 		}
 	})

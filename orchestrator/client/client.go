@@ -6,19 +6,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"io"
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/rideshare/rideshare/worker/store"
 )
-
-// ErrUnavailable means the database could not answer in time: no master or slave, the
-// orchestrator unreachable. Callers answer 503.
-var ErrUnavailable = errors.New("database unavailable")
 
 // Client talks to one orchestrator.
 type Client struct {
@@ -47,22 +41,22 @@ func transport() *http.Transport {
 	return t
 }
 
-// Write sends one write. A 400 wraps store.ErrInvalid, a 409 store.ErrConstraint, a 503 or a
-// transport failure ErrUnavailable.
-func (c *Client) Write(ctx context.Context, w store.Write) (store.Result, error) {
-	var res store.Result
+// Write sends one write. A 400 wraps rideshare.ErrInvalid, a 409 rideshare.ErrConstraint, a 503 or a
+// transport failure rideshare.ErrUnavailable.
+func (c *Client) Write(ctx context.Context, w rideshare.Write) (rideshare.Result, error) {
+	var res rideshare.Result
 	err := c.post(ctx, "/api/v1/db/write", w, jsonInto(&res))
 	return res, err
 }
 
 // ReadResult is the answer of a read: the rows and the sync-log sequence the slave had applied.
 type ReadResult struct {
-	Rows []store.Row `json:"rows"`
-	Seq  uint64      `json:"seq"`
+	Rows []rideshare.Row `json:"rows"`
+	Seq  uint64          `json:"seq"`
 }
 
 // Read runs one query.
-func (c *Client) Read(ctx context.Context, r store.Read) ([]store.Row, error) {
+func (c *Client) Read(ctx context.Context, r rideshare.Read) ([]rideshare.Row, error) {
 	var res ReadResult
 	err := c.post(ctx, "/api/v1/db/read", r, func(payload []byte) error {
 		if decodeReadResult(payload, &res) == nil {
@@ -111,12 +105,12 @@ func (c *Client) post(ctx context.Context, path string, body any, decode func(pa
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %v", rideshare.ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
 	payload, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("%w: read answer: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: read answer: %v", rideshare.ErrUnavailable, err)
 	}
 	if resp.StatusCode == http.StatusOK {
 		if decode == nil {
@@ -134,15 +128,11 @@ func (c *Client) post(ctx context.Context, path string, body any, decode func(pa
 	if e.Error == "" {
 		e.Error = strings.TrimSpace(string(payload))
 	}
-	switch resp.StatusCode {
-	case http.StatusBadRequest:
-		return fmt.Errorf("%w: %s", store.ErrInvalid, e.Error)
-	case http.StatusConflict:
-		return fmt.Errorf("%w: %s", store.ErrConstraint, e.Error)
-	case http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusBadGateway:
-		return fmt.Errorf("%w: %s", ErrUnavailable, e.Error)
+	status := resp.StatusCode
+	if status == http.StatusGatewayTimeout || status == http.StatusBadGateway {
+		status = http.StatusServiceUnavailable // a proxy in front of the orchestrator: try again
 	}
-	return fmt.Errorf("%s answered %d: %s", path, resp.StatusCode, e.Error)
+	return rideshare.ErrorOfStatus(status, e.Error)
 }
 
 // normalize turns json.Number values in rows into int64, as the store returns them.
@@ -167,12 +157,12 @@ func (c *Client) Ping(ctx context.Context) error {
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %v", rideshare.ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("%w: orchestrator not ready: %s", ErrUnavailable, strings.TrimSpace(string(body)))
+		return fmt.Errorf("%w: orchestrator not ready: %s", rideshare.ErrUnavailable, strings.TrimSpace(string(body)))
 	}
 	return nil
 }

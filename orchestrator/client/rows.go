@@ -2,11 +2,10 @@ package client
 
 import (
 	"errors"
+	"github.com/rideshare/rideshare"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
-
-	"github.com/rideshare/rideshare/worker/store"
 )
 
 // errNotFlat means an answer is not the orchestrator's usual shape; decodeReadResult then
@@ -94,11 +93,11 @@ func (p *flatParser) lit(c byte) bool {
 }
 
 // rows parses an array of flat objects.
-func (p *flatParser) rows() ([]store.Row, bool) {
+func (p *flatParser) rows() ([]rideshare.Row, bool) {
 	if !p.lit('[') {
 		return nil, false
 	}
-	rows := []store.Row{}
+	rows := []rideshare.Row{}
 	for first := true; ; first = false {
 		p.ws()
 		if p.lit(']') {
@@ -119,11 +118,11 @@ func (p *flatParser) rows() ([]store.Row, bool) {
 }
 
 // object parses {"key": int or string, …}. A repeated key is left to encoding/json.
-func (p *flatParser) object() (store.Row, bool) {
+func (p *flatParser) object() (rideshare.Row, bool) {
 	if !p.lit('{') {
 		return nil, false
 	}
-	row := make(store.Row, 4)
+	row := make(rideshare.Row, 4)
 	for first := true; ; first = false {
 		p.ws()
 		if p.lit('}') {

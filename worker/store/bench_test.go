@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"math/rand/v2"
 	"path/filepath"
 	"strconv"
@@ -33,22 +34,22 @@ func benchOpen(b *testing.B) *store.Store {
 }
 
 // benchRide is a ride insert as a client sends it (no ride_id: the master assigns it).
-func benchRide(rng *rand.Rand, by string, areas int) store.Write {
+func benchRide(rng *rand.Rand, by string, areas int) rideshare.Write {
 	src := 1 + rng.IntN(areas)
 	dst := 1 + rng.IntN(areas-1)
 	if dst >= src {
 		dst++
 	}
 	ts := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC).Unix() + int64(rng.IntN(5*365*24*3600))
-	return store.Write{Table: "rides", Insert: map[string]any{
+	return rideshare.Write{Table: "rides", Insert: map[string]any{
 		"created_by": by, "timestamp": time.Unix(ts, 0).UTC().Format("02-01-2006:05-04-15"),
 		"ts": ts, "source": int64(src), "destination": int64(dst),
 	}}
 }
 
 // benchAppender is an in-memory sync log: the next sequence, always accepted.
-func benchAppender(s *store.Store) func(store.Write) (uint64, error) {
-	return func(store.Write) (uint64, error) { return s.Applied() + 1, nil }
+func benchAppender(s *store.Store) func(store.LogOp) (uint64, error) {
+	return func(store.LogOp) (uint64, error) { return s.Applied() + 1, nil }
 }
 
 // logEntries returns n resolved log entries as a master would have appended them: a user, then
@@ -56,14 +57,14 @@ func benchAppender(s *store.Store) func(store.Write) (uint64, error) {
 func logEntries(n int) []store.Entry {
 	rng := rand.New(rand.NewPCG(1, 2))
 	out := make([]store.Entry, 0, n)
-	out = append(out, store.Entry{Seq: 1, Op: store.Write{Table: "users", RequestID: "u0",
-		Insert: map[string]any{"id": int64(1), "username": "alice", "password": benchPassword}}})
+	out = append(out, store.Entry{Seq: 1, Op: store.LogOp{Write: rideshare.Write{Table: "users", RequestID: "u0",
+		Insert: map[string]any{"id": int64(1), "username": "alice", "password": benchPassword}}}})
 	for i := 1; i < n; i++ {
 		w := benchRide(rng, "alice", 198)
 		w.Insert["ride_id"] = int64(i)
 		// As the orchestrator makes them: a clock prefix, then random bits.
 		w.RequestID = fmt.Sprintf("%016x%016x", 1_800_000_000_000_000_000+i*1000, rng.Uint64())
-		out = append(out, store.Entry{Seq: uint64(i + 1), Op: w})
+		out = append(out, store.Entry{Seq: uint64(i + 1), Op: store.LogOp{Write: w}})
 	}
 	return out
 }
@@ -113,7 +114,7 @@ func BenchmarkApplyFromJSON(b *testing.B) {
 		part := raw[i:min(i+batch, len(raw))]
 		es := make([]store.Entry, 0, len(part))
 		for j, data := range part {
-			var op store.Write
+			var op store.LogOp
 			dec := json.NewDecoder(bytes.NewReader(data))
 			dec.UseNumber()
 			if err := dec.Decode(&op); err != nil {
@@ -135,17 +136,17 @@ func seedRides(b *testing.B, s *store.Store, n, areas int) {
 	b.Helper()
 	ctx := context.Background()
 	l := &store.Local{Store: s}
-	if _, err := l.Write(ctx, store.Write{Table: "users", Insert: map[string]any{"username": "alice", "password": benchPassword}}); err != nil {
+	if _, err := l.Write(ctx, rideshare.Write{Table: "users", Insert: map[string]any{"username": "alice", "password": benchPassword}}); err != nil {
 		b.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for done := 0; done < n; {
-		k := min(store.MaxBatch, n-done)
-		batch := make([]store.Write, k)
+		k := min(rideshare.MaxBatch, n-done)
+		batch := make([]rideshare.Write, k)
 		for i := range batch {
 			batch[i] = benchRide(rng, "alice", areas)
 		}
-		if _, err := l.Write(ctx, store.Write{Batch: batch}); err != nil {
+		if _, err := l.Write(ctx, rideshare.Write{Batch: batch}); err != nil {
 			b.Fatal(err)
 		}
 		done += k
@@ -153,17 +154,17 @@ func seedRides(b *testing.B, s *store.Store, n, areas int) {
 }
 
 // listQuery is the rides service's R2 query.
-func listQuery(rng *rand.Rand, areas int) store.Read {
+func listQuery(rng *rand.Rand, areas int) rideshare.Read {
 	src := 1 + rng.IntN(areas)
 	dst := 1 + rng.IntN(areas-1)
 	if dst >= src {
 		dst++
 	}
-	return store.Read{
+	return rideshare.Read{
 		Table:   "rides",
 		Columns: []string{"ride_id", "created_by", "timestamp"},
-		Where:   store.Where{"source": int64(src), "destination": int64(dst), "ts": map[string]any{"gt": time.Now().Unix()}},
-		Order:   []store.Order{{Column: "ts"}, {Column: "ride_id"}},
+		Where:   rideshare.Where{"source": int64(src), "destination": int64(dst), "ts": map[string]any{"gt": time.Now().Unix()}},
+		Order:   []rideshare.Order{{Column: "ts"}, {Column: "ride_id"}},
 	}
 }
 
@@ -224,11 +225,11 @@ func BenchmarkExecute(b *testing.B) {
 	ctx := context.Background()
 	s := benchOpen(b)
 	appendLog := benchAppender(s)
-	if _, err := s.Execute(ctx, store.Write{Table: "users", Insert: map[string]any{"username": "alice", "password": benchPassword}}, appendLog); err != nil {
+	if _, err := s.Execute(ctx, rideshare.Write{Table: "users", Insert: map[string]any{"username": "alice", "password": benchPassword}}, appendLog); err != nil {
 		b.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(7, 8))
-	ops := make([]store.Write, b.N)
+	ops := make([]rideshare.Write, b.N)
 	for i := range ops {
 		ops[i] = benchRide(rng, "alice", 198)
 		ops[i].RequestID = fmt.Sprintf("%032x", i)
@@ -250,7 +251,7 @@ func BenchmarkExecuteBatch100(b *testing.B) {
 	ctx := context.Background()
 	s := benchOpen(b)
 	appendLog := benchAppender(s)
-	if _, err := s.Execute(ctx, store.Write{Table: "users", Insert: map[string]any{"username": "alice", "password": benchPassword}}, appendLog); err != nil {
+	if _, err := s.Execute(ctx, rideshare.Write{Table: "users", Insert: map[string]any{"username": "alice", "password": benchPassword}}, appendLog); err != nil {
 		b.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(9, 10))
@@ -258,11 +259,11 @@ func BenchmarkExecuteBatch100(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i += per {
 		k := min(per, b.N-i)
-		batch := make([]store.Write, k)
+		batch := make([]rideshare.Write, k)
 		for j := range batch {
 			batch[j] = benchRide(rng, "alice", 198)
 		}
-		if _, err := s.Execute(ctx, store.Write{Batch: batch, RequestID: fmt.Sprintf("%032x", i)}, appendLog); err != nil {
+		if _, err := s.Execute(ctx, rideshare.Write{Batch: batch, RequestID: fmt.Sprintf("%032x", i)}, appendLog); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -279,11 +280,11 @@ func BenchmarkExecuteGroup(b *testing.B) {
 			ctx := context.Background()
 			s := benchOpen(b)
 			appendLog := benchAppender(s)
-			if _, err := s.Execute(ctx, store.Write{Table: "users", Insert: map[string]any{"username": "alice", "password": benchPassword}}, appendLog); err != nil {
+			if _, err := s.Execute(ctx, rideshare.Write{Table: "users", Insert: map[string]any{"username": "alice", "password": benchPassword}}, appendLog); err != nil {
 				b.Fatal(err)
 			}
 			rng := rand.New(rand.NewPCG(11, 12))
-			ops := make([]store.Write, b.N)
+			ops := make([]rideshare.Write, b.N)
 			for i := range ops {
 				ops[i] = benchRide(rng, "alice", 198)
 				ops[i].RequestID = fmt.Sprintf("%032x", i)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"reflect"
 	"strings"
 	"testing"
@@ -45,18 +46,18 @@ func TestQueryJSONEqualsQuery(t *testing.T) {
 	ctx := context.Background()
 	s := mustOpen(t)
 	log := &memLog{}
-	for _, w := range []Write{user("alice"), user(`bob "the" <builder>`), user("ünïcödé\u2028"), ride("alice", 1, 2), ride("alice", 1, 2), ride(`bob "the" <builder>`, 3, 4)} {
+	for _, w := range []rideshare.Write{user("alice"), user(`bob "the" <builder>`), user("ünïcödé\u2028"), ride("alice", 1, 2), ride("alice", 1, 2), ride(`bob "the" <builder>`, 3, 4)} {
 		if _, err := s.Execute(ctx, w, log.appender(s)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, r := range []Read{
+	for _, r := range []rideshare.Read{
 		{Table: "users"},
 		{Table: "users", Columns: []string{"username", "id"}},
-		{Table: "rides", Where: Where{"source": 1, "destination": 2, "ts": map[string]any{"gt": 0}}, Columns: []string{"ride_id", "created_by", "timestamp"}},
-		{Table: "rides", Order: []Order{{Column: "ride_id", Desc: true}}, Limit: 2},
+		{Table: "rides", Where: rideshare.Where{"source": 1, "destination": 2, "ts": map[string]any{"gt": 0}}, Columns: []string{"ride_id", "created_by", "timestamp"}},
+		{Table: "rides", Order: []rideshare.Order{{Column: "ride_id", Desc: true}}, Limit: 2},
 		{Table: "rides", Count: true},
-		{Table: "rides", Where: Where{"source": 99}},
+		{Table: "rides", Where: rideshare.Where{"source": 99}},
 	} {
 		t.Run(fmt.Sprintf("%+v", r), func(t *testing.T) {
 			rows, err := s.Query(ctx, r)
@@ -73,7 +74,7 @@ func TestQueryJSONEqualsQuery(t *testing.T) {
 			}
 			dec := json.NewDecoder(bytes.NewReader(raw))
 			dec.UseNumber()
-			var got []Row
+			var got []rideshare.Row
 			if err := dec.Decode(&got); err != nil {
 				t.Fatalf("QueryJSON gave invalid JSON %s: %v", raw, err)
 			}
@@ -112,7 +113,7 @@ func TestStatementCacheIsBounded(t *testing.T) {
 	}
 	for i := range maxCachedStmts + 50 {
 		// Each limit is a different SQL text.
-		rows, err := s.Query(ctx, Read{Table: "users", Columns: []string{"username"}, Limit: i + 1})
+		rows, err := s.Query(ctx, rideshare.Read{Table: "users", Columns: []string{"username"}, Limit: i + 1})
 		if err != nil || len(rows) != 1 {
 			t.Fatalf("query %d: %v, %v", i, rows, err)
 		}
@@ -125,7 +126,7 @@ func TestStatementCacheIsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rows, err := s.Query(ctx, Read{Table: "users", Count: true})
+	rows, err := s.Query(ctx, rideshare.Read{Table: "users", Count: true})
 	if err != nil || rows[0]["count"] != int64(21) {
 		t.Fatalf("count after a full cache: %v, %v", rows, err)
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"github.com/rideshare/rideshare"
 	"sync"
 )
 
@@ -17,17 +18,17 @@ type Local struct {
 }
 
 // Write applies w at once.
-func (l *Local) Write(ctx context.Context, w Write) (Result, error) {
+func (l *Local) Write(ctx context.Context, w rideshare.Write) (rideshare.Result, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.Store.Execute(ctx, w, func(Write) (uint64, error) {
+	return l.Store.Execute(ctx, w, func(LogOp) (uint64, error) {
 		return l.Store.Applied() + 1, nil
 	})
 }
 
 // Read queries the store.
-func (l *Local) Read(ctx context.Context, r Read) ([]Row, error) {
-	if err := ValidateRead(r); err != nil {
+func (l *Local) Read(ctx context.Context, r rideshare.Read) ([]rideshare.Row, error) {
+	if err := rideshare.ValidateRead(r); err != nil {
 		return nil, err
 	}
 	return l.Store.Query(ctx, r)
@@ -35,6 +36,6 @@ func (l *Local) Read(ctx context.Context, r Read) ([]Row, error) {
 
 // Ping reports whether the store is open.
 func (l *Local) Ping(ctx context.Context) error {
-	_, err := l.Store.Query(ctx, Read{Table: "users", Columns: []string{"id"}, Limit: 1})
+	_, err := l.Store.Query(ctx, rideshare.Read{Table: "users", Columns: []string{"id"}, Limit: 1})
 	return err
 }

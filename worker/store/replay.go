@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"sort"
 	"strings"
 )
@@ -55,9 +56,9 @@ func (b *inserts) flush(ctx context.Context) error {
 	}
 	quoted := make([]string, len(b.cols))
 	for i, c := range b.cols {
-		quoted[i] = quote(c)
+		quoted[i] = rideshare.Quote(c)
 	}
-	head := "INSERT INTO " + quote(b.table) + " (" + strings.Join(quoted, ", ") + ") VALUES "
+	head := "INSERT INTO " + rideshare.Quote(b.table) + " (" + strings.Join(quoted, ", ") + ") VALUES "
 	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(b.cols)), ", ") + ")"
 	var err error
 	if b.rows == rowsPerInsert {
@@ -89,11 +90,7 @@ func newReplayer(tx *txn) *replayer {
 // entry replays one log entry: a write, or a group of writes that all succeeded on the
 // master, each remembered under its request id.
 func (r *replayer) entry(ctx context.Context, e Entry) error {
-	ops := []Write{e.Op}
-	if e.Op.Group != nil {
-		ops = e.Op.Group
-	}
-	for _, op := range ops {
+	for _, op := range e.Op.writes() {
 		res, err := r.op(ctx, e.Seq, op)
 		if err != nil {
 			return err
@@ -112,16 +109,16 @@ func (r *replayer) entry(ctx context.Context, e Entry) error {
 		if err := r.requests.flush(ctx); err != nil {
 			return err
 		}
-		return recordRequest(ctx, r.tx, "", e.Seq, Result{})
+		return recordRequest(ctx, r.tx, "", e.Seq, rideshare.Result{})
 	}
 	return nil
 }
 
 // op replays one write. An insert carrying its assigned id joins the pending rows; anything
 // else first runs the pending rows, then itself.
-func (r *replayer) op(ctx context.Context, seq uint64, w Write) (Result, error) {
+func (r *replayer) op(ctx context.Context, seq uint64, w rideshare.Write) (rideshare.Result, error) {
 	if w.Batch != nil {
-		var res Result
+		var res rideshare.Result
 		for i, b := range w.Batch {
 			rr, err := r.op(ctx, seq, b)
 			if err != nil {
@@ -136,11 +133,11 @@ func (r *replayer) op(ctx context.Context, seq uint64, w Write) (Result, error) 
 	}
 	if w.Insert != nil {
 		if cols, vals, id, ok := resolvedInsert(w); ok {
-			return Result{ID: id, Affected: 1}, r.data.add(ctx, seq, w.Table, cols, vals)
+			return rideshare.Result{ID: id, Affected: 1}, r.data.add(ctx, seq, w.Table, cols, vals)
 		}
 	}
 	if err := r.data.flush(ctx); err != nil {
-		return Result{}, err
+		return rideshare.Result{}, err
 	}
 	_, res, err := apply(ctx, r.tx, w, false)
 	return res, err
@@ -157,8 +154,8 @@ func (r *replayer) flush(ctx context.Context) error {
 // resolvedInsert returns an insert's sorted columns, its values converted to their columns'
 // types and the id the master assigned; ok is false if the insert lacks its id or a value does
 // not convert (apply then reports it).
-func resolvedInsert(w Write) (cols []string, vals []any, id int64, ok bool) {
-	t, found := Schema[w.Table]
+func resolvedInsert(w rideshare.Write) (cols []string, vals []any, id int64, ok bool) {
+	t, found := rideshare.Schema[w.Table]
 	if !found {
 		return nil, nil, 0, false
 	}
@@ -173,7 +170,7 @@ func resolvedInsert(w Write) (cols []string, vals []any, id int64, ok bool) {
 		if !found {
 			return nil, nil, 0, false
 		}
-		v, err := value(c, w.Insert[name])
+		v, err := rideshare.Value(c, w.Insert[name])
 		if err != nil {
 			return nil, nil, 0, false
 		}
@@ -187,7 +184,7 @@ func resolvedInsert(w Write) (cols []string, vals []any, id int64, ok bool) {
 		if !found {
 			return nil, nil, 0, false
 		}
-		x, err := value(c, v)
+		x, err := rideshare.Value(c, v)
 		if err != nil {
 			return nil, nil, 0, false
 		}

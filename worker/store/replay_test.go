@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"math/rand/v2"
 	"reflect"
 	"testing"
 )
 
 // dumpWithRequests is dump plus the replicated requests table.
-func dumpWithRequests(tb testing.TB, s *Store) map[string][]Row {
+func dumpWithRequests(tb testing.TB, s *Store) map[string][]rideshare.Row {
 	tb.Helper()
 	out := dump(tb, s)
 	rows, err := s.r.QueryContext(context.Background(), `SELECT id, seq, rid, affected FROM requests ORDER BY id`)
@@ -24,7 +25,7 @@ func dumpWithRequests(tb testing.TB, s *Store) map[string][]Row {
 		if err := rows.Scan(&id, &seq, &rid, &affected); err != nil {
 			tb.Fatal(err)
 		}
-		out["requests"] = append(out["requests"], Row{"id": id, "seq": seq, "rid": rid, "affected": affected})
+		out["requests"] = append(out["requests"], rideshare.Row{"id": id, "seq": seq, "rid": rid, "affected": affected})
 	}
 	return out
 }
@@ -41,14 +42,14 @@ func TestReplayOfMixedLogEqualsMaster(t *testing.T) {
 	var rides []int64
 	nextUser := 0
 	reqID := 0
-	newUser := func() Write {
+	newUser := func() rideshare.Write {
 		nextUser++
 		name := fmt.Sprintf("user%d", nextUser)
 		users = append(users, name)
 		return user(name)
 	}
 	someUser := func() string { return users[rng.IntN(len(users))] }
-	withID := func(w Write) Write {
+	withID := func(w rideshare.Write) rideshare.Write {
 		reqID++
 		w.RequestID = fmt.Sprintf("%016x%016x", reqID, rng.Uint64())
 		return w
@@ -56,9 +57,9 @@ func TestReplayOfMixedLogEqualsMaster(t *testing.T) {
 	exec := executor(t, master, log)
 	// try is exec for a write that may meet a constraint (the ride or user it names may be
 	// gone): refused writes reach neither the master nor the log.
-	try := func(w Write) {
+	try := func(w rideshare.Write) {
 		t.Helper()
-		if _, err := master.Execute(ctx, w, log.appender(master)); err != nil && !errors.Is(err, ErrConstraint) {
+		if _, err := master.Execute(ctx, w, log.appender(master)); err != nil && !errors.Is(err, rideshare.ErrConstraint) {
 			t.Fatalf("execute %+v: %v", w, err)
 		}
 	}
@@ -71,29 +72,29 @@ func TestReplayOfMixedLogEqualsMaster(t *testing.T) {
 			rides = append(rides, exec(withID(ride(someUser(), 1+rng.IntN(198), 1+rng.IntN(198)))).ID)
 		case k < 4: // a long batch: more rows than one multi-row statement
 			n := 1 + rng.IntN(3*rowsPerInsert)
-			b := make([]Write, n)
+			b := make([]rideshare.Write, n)
 			for i := range b {
 				b[i] = ride(someUser(), 1+rng.IntN(198), 1+rng.IntN(198))
 			}
-			exec(withID(Write{Batch: b}))
+			exec(withID(rideshare.Write{Batch: b}))
 		case k < 6: // a group commit of several writers, one of them failing
-			ws := []Write{withID(newUser()), withID(ride(someUser(), 2, 3)), withID(user(users[0])), withID(newUser())}
+			ws := []rideshare.Write{withID(newUser()), withID(ride(someUser(), 2, 3)), withID(user(users[0])), withID(newUser())}
 			for _, o := range master.ExecuteGroup(ctx, ws, log.appender(master)) {
 				if o.Err != nil && o.Result.Seq != 0 {
 					t.Fatal(o.Err)
 				}
 			}
 		case k < 7 && len(rides) > 0: // a join
-			try(withID(Write{Table: "ride_users", Insert: map[string]any{"ride_id": rides[rng.IntN(len(rides))], "username": someUser()}}))
+			try(withID(rideshare.Write{Table: "ride_users", Insert: map[string]any{"ride_id": rides[rng.IntN(len(rides))], "username": someUser()}}))
 		case k < 8 && len(users) > 3: // delete a user: their rides and joins go too
 			i := rng.IntN(len(users))
-			exec(withID(Write{Table: "users", Delete: &Delete{Where: Where{"username": users[i]}}}))
+			exec(withID(rideshare.Write{Table: "users", Delete: &rideshare.Delete{Where: rideshare.Where{"username": users[i]}}}))
 			users = append(users[:i], users[i+1:]...)
 		case k < 9: // a batch mixing inserts and deletes
-			exec(withID(Write{Batch: []Write{newUser(), ride(users[len(users)-1], 4, 5), {Table: "rides", Delete: &Delete{Where: Where{"source": int64(4)}}}, ride(users[len(users)-1], 6, 7)}}))
+			exec(withID(rideshare.Write{Batch: []rideshare.Write{newUser(), ride(users[len(users)-1], 4, 5), {Table: "rides", Delete: &rideshare.Delete{Where: rideshare.Where{"source": int64(4)}}}, ride(users[len(users)-1], 6, 7)}}))
 		default:
 			if step == 200 {
-				exec(Write{Clear: true})
+				exec(rideshare.Write{Clear: true})
 				users, rides = nil, nil
 				for range 3 {
 					exec(newUser())

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"net/url"
 	"os"
 	"sort"
@@ -27,7 +28,56 @@ var ErrDiverged = errors.New("replica diverged from the sync log")
 // ids included), so replaying the log into an empty database gives exactly the master's data.
 type Entry struct {
 	Seq uint64 `json:"seq"`
-	Op  Write  `json:"op"`
+	Op  LogOp  `json:"op"`
+}
+
+// LogOp is what a log entry holds: one resolved write, or what only the log carries — the
+// marker of a promotion, or a group of writes committed together. On the wire it is the write's
+// own object with the two log-only fields beside its fields.
+type LogOp struct {
+	rideshare.Write
+	// Promote marks that the named worker became master. Its append moves the log on, so a
+	// deposed master's next append is refused. It changes no data.
+	Promote string `json:"promote,omitempty"`
+	// Group is several independent writes the master committed together (group commit); each
+	// succeeded and carries its own RequestID.
+	Group []rideshare.Write `json:"group,omitempty"`
+}
+
+// writes are the writes op applies, in order: none for a promotion.
+func (op LogOp) writes() []rideshare.Write {
+	switch {
+	case op.Promote != "":
+		return nil
+	case op.Group != nil:
+		return op.Group
+	}
+	return []rideshare.Write{op.Write}
+}
+
+// validate checks an entry read from the log: exactly one of a write, a promotion or a group,
+// each write as the master resolved it.
+func (op LogOp) validate() error {
+	w := op.Write
+	plain := w.Table != "" || w.Insert != nil || w.Delete != nil || w.Batch != nil || w.Clear || w.RequestID != ""
+	switch {
+	case op.Group != nil:
+		if plain || op.Promote != "" {
+			return rideshare.Invalid("a group entry holds nothing but its writes")
+		}
+		for i, g := range op.Group {
+			if err := rideshare.ValidateResolved(g); err != nil {
+				return fmt.Errorf("group[%d]: %w", i, err)
+			}
+		}
+		return nil
+	case op.Promote != "":
+		if plain {
+			return rideshare.Invalid("a promotion entry changes no data")
+		}
+		return nil
+	}
+	return rideshare.ValidateResolved(w)
 }
 
 const ddl = `
@@ -147,14 +197,14 @@ func (s *Store) Applied() uint64 { return s.applied.Load() }
 // the sync log right after the applied sequence, or fail), records the returned sequence and
 // commits. If appendLog fails nothing is changed. If the commit fails after the append, the
 // entry is in the log but not here: Execute returns ErrDiverged and the caller must rebuild.
-func (s *Store) Execute(ctx context.Context, w Write, appendLog func(op Write) (uint64, error)) (Result, error) {
-	out := s.ExecuteGroup(ctx, []Write{w}, appendLog)
+func (s *Store) Execute(ctx context.Context, w rideshare.Write, appendLog func(op LogOp) (uint64, error)) (rideshare.Result, error) {
+	out := s.ExecuteGroup(ctx, []rideshare.Write{w}, appendLog)
 	return out[0].Result, out[0].Err
 }
 
 // Outcome is the answer to one write of a group.
 type Outcome struct {
-	Result Result
+	Result rideshare.Result
 	Err    error
 }
 
@@ -162,7 +212,7 @@ type Outcome struct {
 // applied inside its own savepoint, so one that fails (invalid, constraint) leaves the others;
 // those that succeed share one transaction and one log entry (a Group entry, or the write itself
 // when only one succeeds), so their cost of the log round trip is paid once.
-func (s *Store) ExecuteGroup(ctx context.Context, ws []Write, appendLog func(op Write) (uint64, error)) []Outcome {
+func (s *Store) ExecuteGroup(ctx context.Context, ws []rideshare.Write, appendLog func(op LogOp) (uint64, error)) []Outcome {
 	out := make([]Outcome, len(ws))
 	fail := func(err error) []Outcome {
 		for i := range out {
@@ -178,13 +228,13 @@ func (s *Store) ExecuteGroup(ctx context.Context, ws []Write, appendLog func(op 
 	}
 	defer tx.end(ctx)
 	var (
-		resolved []Write
+		resolved []rideshare.Write
 		applied  []int              // indexes of ws applied now, in log order
 		firstOf  = map[string]int{} // request id → index of its first write in this group
 		dupOf    = map[int]int{}
 	)
 	for i, w := range ws {
-		if err := ValidateWrite(w); err != nil {
+		if err := rideshare.ValidateWrite(w); err != nil {
 			out[i].Err = err
 			continue
 		}
@@ -193,7 +243,7 @@ func (s *Store) ExecuteGroup(ctx context.Context, ws []Write, appendLog func(op 
 				dupOf[i] = j
 				continue
 			}
-			var res Result
+			var res rideshare.Result
 			err := tx.queryRow(ctx, `SELECT seq, rid, affected FROM requests WHERE id = ?`, w.RequestID).Scan(&res.Seq, &res.ID, &res.Affected)
 			if err == nil {
 				out[i].Result = res // applied before: answer as the first time
@@ -218,9 +268,9 @@ func (s *Store) ExecuteGroup(ctx context.Context, ws []Write, appendLog func(op 
 		}
 	}
 	if len(applied) > 0 {
-		entry := resolved[0]
+		entry := LogOp{Write: resolved[0]}
 		if len(resolved) > 1 {
-			entry = Write{Group: resolved}
+			entry = LogOp{Group: resolved}
 		}
 		seq, err := s.commit(ctx, tx, entry, appendLog, func(seq uint64) error {
 			for _, i := range applied {
@@ -233,7 +283,7 @@ func (s *Store) ExecuteGroup(ctx context.Context, ws []Write, appendLog func(op 
 		for _, i := range applied {
 			out[i].Result.Seq, out[i].Err = seq, err
 			if err != nil {
-				out[i].Result = Result{}
+				out[i].Result = rideshare.Result{}
 			}
 		}
 	}
@@ -244,14 +294,14 @@ func (s *Store) ExecuteGroup(ctx context.Context, ws []Write, appendLog func(op 
 }
 
 // applyIsolated applies w inside a savepoint, undoing it alone if it fails.
-func applyIsolated(ctx context.Context, tx *txn, w Write) (Write, Result, error) {
+func applyIsolated(ctx context.Context, tx *txn, w rideshare.Write) (rideshare.Write, rideshare.Result, error) {
 	if _, err := tx.exec(ctx, "SAVEPOINT w"); err != nil {
-		return w, Result{}, err
+		return w, rideshare.Result{}, err
 	}
 	r, res, err := apply(ctx, tx, w, true)
 	if err != nil {
 		if _, rerr := tx.exec(ctx, "ROLLBACK TO w"); rerr != nil {
-			return w, Result{}, errors.Join(err, rerr)
+			return w, rideshare.Result{}, errors.Join(err, rerr)
 		}
 	}
 	if _, rerr := tx.exec(ctx, "RELEASE w"); rerr != nil && err == nil {
@@ -262,7 +312,7 @@ func applyIsolated(ctx context.Context, tx *txn, w Write) (Write, Result, error)
 
 // commit appends entry to the log right after the applied sequence, runs record with the
 // sequence, records it as applied and commits.
-func (s *Store) commit(ctx context.Context, tx *txn, entry Write, appendLog func(op Write) (uint64, error), record func(seq uint64) error) (uint64, error) {
+func (s *Store) commit(ctx context.Context, tx *txn, entry LogOp, appendLog func(op LogOp) (uint64, error), record func(seq uint64) error) (uint64, error) {
 	seq, err := appendLog(entry)
 	if err != nil {
 		return 0, err
@@ -283,15 +333,15 @@ func (s *Store) commit(ctx context.Context, tx *txn, entry Write, appendLog func
 	return seq, nil
 }
 
-// Promote appends and applies the marker that id became master (see Write.Promote).
-func (s *Store) Promote(ctx context.Context, id string, appendLog func(op Write) (uint64, error)) (Result, error) {
+// Promote appends and applies the marker that id became master (see LogOp.Promote).
+func (s *Store) Promote(ctx context.Context, id string, appendLog func(op LogOp) (uint64, error)) (rideshare.Result, error) {
 	tx, err := s.begin(ctx)
 	if err != nil {
-		return Result{}, fmt.Errorf("begin: %w", err)
+		return rideshare.Result{}, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.end(ctx)
-	seq, err := s.commit(ctx, tx, Write{Promote: id}, appendLog, func(uint64) error { return nil })
-	return Result{Seq: seq}, err
+	seq, err := s.commit(ctx, tx, LogOp{Promote: id}, appendLog, func(uint64) error { return nil })
+	return rideshare.Result{Seq: seq}, err
 }
 
 // Apply applies log entries in sequence order in one transaction. Entries at or below the
@@ -320,7 +370,7 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) error {
 			gap = fmt.Errorf("%w: have %d, got %d", ErrGap, applied, e.Seq)
 			break
 		}
-		if err := validateWrite(e.Op, true, true); err != nil {
+		if err := e.Op.validate(); err != nil {
 			return fmt.Errorf("%w: entry %d: %v", ErrDiverged, e.Seq, err)
 		}
 		if err := r.entry(ctx, e); err != nil {
@@ -350,7 +400,7 @@ const RequestWindow = 100000
 // recordRequest remembers a request's result for deduplication; every 1,000 entries it
 // forgets requests older than RequestWindow entries. It depends only on the entry and its
 // sequence, so every replica keeps the same table.
-func recordRequest(ctx context.Context, tx *txn, id string, seq uint64, res Result) error {
+func recordRequest(ctx context.Context, tx *txn, id string, seq uint64, res rideshare.Result) error {
 	if id != "" {
 		if _, err := tx.exec(ctx, `INSERT INTO requests (id, seq, rid, affected) VALUES (?, ?, ?, ?)`,
 			id, int64(seq), res.ID, res.Affected); err != nil {
@@ -378,14 +428,12 @@ func setApplied(ctx context.Context, tx *txn, seq uint64) error {
 
 // apply runs w inside tx. With resolve set, ids the database assigns are written back into
 // the returned copy of w, which is then the deterministic log entry.
-func apply(ctx context.Context, tx *txn, w Write, resolve bool) (Write, Result, error) {
-	var res Result
+func apply(ctx context.Context, tx *txn, w rideshare.Write, resolve bool) (rideshare.Write, rideshare.Result, error) {
+	var res rideshare.Result
 	switch {
-	case w.Promote != "":
-		return w, res, nil
 	case w.Clear:
 		for _, t := range []string{"ride_users", "rides", "users"} {
-			r, err := tx.exec(ctx, "DELETE FROM "+quote(t))
+			r, err := tx.exec(ctx, "DELETE FROM "+rideshare.Quote(t))
 			if err != nil {
 				return w, res, fmt.Errorf("clear %s: %w", t, mapErr(err))
 			}
@@ -394,7 +442,7 @@ func apply(ctx context.Context, tx *txn, w Write, resolve bool) (Write, Result, 
 		}
 		return w, res, nil
 	case w.Batch != nil:
-		out := Write{Batch: make([]Write, len(w.Batch))}
+		out := rideshare.Write{Batch: make([]rideshare.Write, len(w.Batch))}
 		for i, b := range w.Batch {
 			rb, rr, err := apply(ctx, tx, b, resolve)
 			if err != nil {
@@ -408,7 +456,7 @@ func apply(ctx context.Context, tx *txn, w Write, resolve bool) (Write, Result, 
 		}
 		return out, res, nil
 	}
-	t := Schema[w.Table]
+	t := rideshare.Schema[w.Table]
 	if w.Insert != nil {
 		names := make([]string, 0, len(w.Insert))
 		for name := range w.Insert {
@@ -420,13 +468,13 @@ func apply(ctx context.Context, tx *txn, w Write, resolve bool) (Write, Result, 
 		quoted := make([]string, len(names))
 		for i, name := range names {
 			c, _ := t.Column(name)
-			v, err := value(c, w.Insert[name])
+			v, err := rideshare.Value(c, w.Insert[name])
 			if err != nil {
 				return w, res, err
 			}
-			vals[name], args[i], quoted[i] = v, v, quote(name)
+			vals[name], args[i], quoted[i] = v, v, rideshare.Quote(name)
 		}
-		q := "INSERT INTO " + quote(t.Name) + " (" + strings.Join(quoted, ", ") +
+		q := "INSERT INTO " + rideshare.Quote(t.Name) + " (" + strings.Join(quoted, ", ") +
 			") VALUES (" + strings.TrimSuffix(strings.Repeat("?, ", len(names)), ", ") + ")"
 		r, err := tx.exec(ctx, q, args...)
 		if err != nil {
@@ -447,13 +495,13 @@ func apply(ctx context.Context, tx *txn, w Write, resolve bool) (Write, Result, 
 				vals[c.Name], res.ID = id, id
 			}
 		}
-		return Write{Table: w.Table, Insert: vals}, res, nil
+		return rideshare.Write{Table: w.Table, Insert: vals}, res, nil
 	}
-	cond, args, err := where(t, w.Delete.Where, false)
+	cond, args, err := rideshare.WhereSQL(t, w.Delete.Where, false)
 	if err != nil {
 		return w, res, err
 	}
-	q := "DELETE FROM " + quote(t.Name)
+	q := "DELETE FROM " + rideshare.Quote(t.Name)
 	if cond != "" {
 		q += " WHERE " + cond
 	}
@@ -469,16 +517,16 @@ func apply(ctx context.Context, tx *txn, w Write, resolve bool) (Write, Result, 
 func mapErr(err error) error {
 	var se *sqlite.Error
 	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT {
-		return fmt.Errorf("%w: %s", ErrConstraint, sqlite.ErrorCodeString[se.Code()])
+		return fmt.Errorf("%w: %s", rideshare.ErrConstraint, sqlite.ErrorCodeString[se.Code()])
 	}
 	return err
 }
 
 // Query runs a read on the read-only pool. Values are int64 or string.
-func (s *Store) Query(ctx context.Context, r Read) ([]Row, error) {
-	out := []Row{}
+func (s *Store) Query(ctx context.Context, r rideshare.Read) ([]rideshare.Row, error) {
+	out := []rideshare.Row{}
 	err := s.query(ctx, r, func(cols []string, vals []any) error {
-		row := make(Row, len(cols))
+		row := make(rideshare.Row, len(cols))
 		for i, c := range cols {
 			row[c] = vals[i]
 		}
@@ -494,7 +542,7 @@ func (s *Store) Query(ctx context.Context, r Read) ([]Row, error) {
 // QueryJSON runs a read like Query and appends its rows to dst as a JSON array of objects,
 // columns in the order they were asked for (the schema's order by default). A slave answers
 // reads with it, so that no row becomes a map on the way out.
-func (s *Store) QueryJSON(ctx context.Context, r Read, dst []byte) ([]byte, error) {
+func (s *Store) QueryJSON(ctx context.Context, r rideshare.Read, dst []byte) ([]byte, error) {
 	dst = append(dst, '[')
 	n := 0
 	err := s.query(ctx, r, func(cols []string, vals []any) error {
@@ -524,8 +572,8 @@ func (s *Store) QueryJSON(ctx context.Context, r Read, dst []byte) ([]byte, erro
 }
 
 // query runs r and calls row for each result row; vals is reused between calls.
-func (s *Store) query(ctx context.Context, r Read, row func(cols []string, vals []any) error) error {
-	q, args, err := buildQuery(r)
+func (s *Store) query(ctx context.Context, r rideshare.Read, row func(cols []string, vals []any) error) error {
+	q, args, err := rideshare.SelectSQL(r)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/rideshare/rideshare"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -23,8 +24,8 @@ func mustOpen(tb testing.TB) *Store {
 // real JetStream log is tested in synclog and end to end.
 type memLog struct{ entries []Entry }
 
-func (l *memLog) appender(s *Store) func(Write) (uint64, error) {
-	return func(op Write) (uint64, error) {
+func (l *memLog) appender(s *Store) func(LogOp) (uint64, error) {
+	return func(op LogOp) (uint64, error) {
 		seq := uint64(len(l.entries) + 1)
 		if seq != s.Applied()+1 {
 			return 0, fmt.Errorf("fenced: log at %d, store at %d", len(l.entries), s.Applied())
@@ -36,8 +37,8 @@ func (l *memLog) appender(s *Store) func(Write) (uint64, error) {
 
 // executor returns a function that executes a write on master, appending to log, and fails
 // the test if the write fails.
-func executor(t *testing.T, master *Store, log *memLog) func(Write) Result {
-	return func(w Write) Result {
+func executor(t *testing.T, master *Store, log *memLog) func(rideshare.Write) rideshare.Result {
+	return func(w rideshare.Write) rideshare.Result {
 		t.Helper()
 		res, err := master.Execute(context.Background(), w, log.appender(master))
 		if err != nil {
@@ -47,25 +48,25 @@ func executor(t *testing.T, master *Store, log *memLog) func(Write) Result {
 	}
 }
 
-func user(name string) Write {
-	return Write{Table: "users", Insert: map[string]any{"username": name, "password": "3d725c5ee53025f5f8abd6d2ab1c9d3d0bd0ad4e"}}
+func user(name string) rideshare.Write {
+	return rideshare.Write{Table: "users", Insert: map[string]any{"username": name, "password": "3d725c5ee53025f5f8abd6d2ab1c9d3d0bd0ad4e"}}
 }
 
-func ride(by string, src, dst int) Write {
-	return Write{Table: "rides", Insert: map[string]any{"created_by": by, "timestamp": "01-01-2030:00-00-00", "ts": int64(1893456000), "source": src, "destination": dst}}
+func ride(by string, src, dst int) rideshare.Write {
+	return rideshare.Write{Table: "rides", Insert: map[string]any{"created_by": by, "timestamp": "01-01-2030:00-00-00", "ts": int64(1893456000), "source": src, "destination": dst}}
 }
 
-func dump(tb testing.TB, s *Store) map[string][]Row {
+func dump(tb testing.TB, s *Store) map[string][]rideshare.Row {
 	tb.Helper()
-	out := map[string][]Row{}
+	out := map[string][]rideshare.Row{}
 	for _, t := range []string{"users", "rides", "ride_users"} {
-		var order []Order
-		for _, c := range Schema[t].Columns {
+		var order []rideshare.Order
+		for _, c := range rideshare.Schema[t].Columns {
 			if !c.Secret {
-				order = append(order, Order{Column: c.Name})
+				order = append(order, rideshare.Order{Column: c.Name})
 			}
 		}
-		rows, err := s.Query(context.Background(), Read{Table: t, Order: order})
+		rows, err := s.Query(context.Background(), rideshare.Read{Table: t, Order: order})
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -82,14 +83,14 @@ func TestReplayReproducesMasterIDsIncluded(t *testing.T) {
 	exec(user("bob"))
 	r1 := exec(ride("alice", 1, 2))
 	r2 := exec(ride("bob", 3, 4))
-	exec(Write{Table: "ride_users", Insert: map[string]any{"ride_id": r2.ID, "username": "alice"}})
-	exec(Write{Table: "rides", Delete: &Delete{Where: Where{"ride_id": r1.ID}}})
+	exec(rideshare.Write{Table: "ride_users", Insert: map[string]any{"ride_id": r2.ID, "username": "alice"}})
+	exec(rideshare.Write{Table: "rides", Delete: &rideshare.Delete{Where: rideshare.Where{"ride_id": r1.ID}}})
 	r3 := exec(ride("alice", 5, 6))
 	if r3.ID <= r2.ID {
 		t.Fatalf("ride id %d reused or lower after delete (last was %d)", r3.ID, r2.ID)
 	}
-	exec(Write{Batch: []Write{user("carol"), ride("carol", 7, 8)}})
-	exec(Write{Table: "users", Delete: &Delete{Where: Where{"username": "bob"}}})
+	exec(rideshare.Write{Batch: []rideshare.Write{user("carol"), ride("carol", 7, 8)}})
+	exec(rideshare.Write{Table: "users", Delete: &rideshare.Delete{Where: rideshare.Where{"username": "bob"}}})
 
 	replica := mustOpen(t)
 	if err := replica.Apply(ctx, log.entries); err != nil {
@@ -106,7 +107,7 @@ func TestReplayReproducesMasterIDsIncluded(t *testing.T) {
 		t.Fatalf("joins left after deleting the ride's creator: %d", n)
 	}
 	// After a clear, ids keep growing: never reused for the life of the database.
-	exec(Write{Clear: true})
+	exec(rideshare.Write{Clear: true})
 	exec(user("dave"))
 	if r := exec(ride("dave", 1, 2)); r.ID <= r3.ID+1 {
 		t.Fatalf("ride id %d after clear reuses an old id (last %d)", r.ID, r3.ID+1)
@@ -116,7 +117,7 @@ func TestReplayReproducesMasterIDsIncluded(t *testing.T) {
 func TestApplySkipsDuplicatesAndStopsAtGaps(t *testing.T) {
 	ctx := context.Background()
 	s := mustOpen(t)
-	e := []Entry{{Seq: 1, Op: user("a")}, {Seq: 2, Op: user("b")}, {Seq: 4, Op: user("d")}}
+	e := []Entry{{Seq: 1, Op: LogOp{Write: user("a")}}, {Seq: 2, Op: LogOp{Write: user("b")}}, {Seq: 4, Op: LogOp{Write: user("d")}}}
 	err := s.Apply(ctx, e)
 	if !errors.Is(err, ErrGap) {
 		t.Fatalf("want ErrGap, got %v", err)
@@ -135,7 +136,7 @@ func TestApplySkipsDuplicatesAndStopsAtGaps(t *testing.T) {
 
 func TestApplyRefusesEntryThatDoesNotFit(t *testing.T) {
 	s := mustOpen(t)
-	err := s.Apply(context.Background(), []Entry{{Seq: 1, Op: ride("nobody", 1, 2)}})
+	err := s.Apply(context.Background(), []Entry{{Seq: 1, Op: LogOp{Write: ride("nobody", 1, 2)}}})
 	if !errors.Is(err, ErrDiverged) {
 		t.Fatalf("want ErrDiverged, got %v", err)
 	}
@@ -151,7 +152,7 @@ func TestAppliedSurvivesReopen(t *testing.T) {
 	if err := s.Open(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Apply(ctx, []Entry{{Seq: 1, Op: user("a")}}); err != nil {
+	if err := s.Apply(ctx, []Entry{{Seq: 1, Op: LogOp{Write: user("a")}}}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -167,7 +168,7 @@ func TestAppliedSurvivesReopen(t *testing.T) {
 
 func TestExecuteLeavesNothingWhenAppendFails(t *testing.T) {
 	s := mustOpen(t)
-	_, err := s.Execute(context.Background(), user("a"), func(Write) (uint64, error) { return 0, errors.New("log down") })
+	_, err := s.Execute(context.Background(), user("a"), func(LogOp) (uint64, error) { return 0, errors.New("log down") })
 	if err == nil {
 		t.Fatal("want error")
 	}
@@ -182,59 +183,35 @@ func TestConstraintErrors(t *testing.T) {
 	if _, err := s.Execute(ctx, user("a"), log.appender(s)); err != nil {
 		t.Fatal(err)
 	}
-	for name, w := range map[string]Write{
+	for name, w := range map[string]rideshare.Write{
 		"duplicate username":   user("a"),
 		"ride of missing user": ride("ghost", 1, 2),
 		"join of missing ride": {Table: "ride_users", Insert: map[string]any{"ride_id": 99, "username": "a"}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := s.Execute(ctx, w, log.appender(s)); !errors.Is(err, ErrConstraint) {
+			if _, err := s.Execute(ctx, w, log.appender(s)); !errors.Is(err, rideshare.ErrConstraint) {
 				t.Fatalf("want ErrConstraint, got %v", err)
 			}
 		})
 	}
 }
 
-func TestValidateRefusesBadOperations(t *testing.T) {
-	writes := map[string]Write{
-		"no action":            {Table: "users"},
-		"two actions":          {Table: "users", Insert: map[string]any{"username": "a", "password": "b"}, Delete: &Delete{}},
-		"unknown table":        {Table: "sqlite_master", Insert: map[string]any{"x": 1}},
-		"unknown column":       {Table: "users", Insert: map[string]any{"username": "a", "password": "b", "admin": 1}},
-		"missing column":       {Table: "users", Insert: map[string]any{"username": "a"}},
-		"auto column":          {Table: "rides", Insert: map[string]any{"ride_id": 5, "created_by": "a", "timestamp": "x", "ts": 1, "source": 1, "destination": 2}},
-		"wrong type":           {Table: "users", Insert: map[string]any{"username": 1, "password": "b"}},
-		"null":                 {Table: "users", Insert: map[string]any{"username": nil, "password": "b"}},
-		"fraction for integer": {Table: "ride_users", Insert: map[string]any{"ride_id": 1.5, "username": "a"}},
-		"injection column":     {Table: "users", Delete: &Delete{Where: Where{"username = '' OR 1=1 --": "x"}}},
-		"bad comparison":       {Table: "rides", Delete: &Delete{Where: Where{"ts": map[string]any{"like": 1}}}},
-		"clear with table":     {Table: "users", Clear: true},
-		"nested batch":         {Batch: []Write{{Batch: []Write{user("a")}}}},
-		"empty batch":          {Batch: []Write{}},
-		"promote from client":  {Promote: "w1"},
-	}
-	for name, w := range writes {
-		t.Run("write "+name, func(t *testing.T) {
-			if err := ValidateWrite(w); !errors.Is(err, ErrInvalid) {
-				t.Fatalf("want ErrInvalid, got %v", err)
+// A log entry is exactly one of a write, a promotion or a group, each write as resolved.
+func TestApplyRefusesMalformedEntries(t *testing.T) {
+	for name, op := range map[string]LogOp{
+		"promotion that changes data": {Write: user("a"), Promote: "w1"},
+		"group with a write beside":   {Write: user("a"), Group: []rideshare.Write{user("b")}},
+		"group with a promotion":      {Promote: "w1", Group: []rideshare.Write{user("b")}},
+		"group of an invalid write":   {Group: []rideshare.Write{{Table: "users"}}},
+		"invalid write":               {Write: rideshare.Write{Table: "nope", Insert: map[string]any{"x": 1}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := mustOpen(t)
+			if err := s.Apply(context.Background(), []Entry{{Seq: 1, Op: op}}); !errors.Is(err, ErrDiverged) {
+				t.Fatalf("want ErrDiverged, got %v", err)
 			}
-		})
-	}
-	reads := map[string]Read{
-		"no table":         {},
-		"unknown table":    {Table: "meta"},
-		"unknown column":   {Table: "users", Columns: []string{"username", "1; DROP TABLE users"}},
-		"secret column":    {Table: "users", Columns: []string{"password"}},
-		"where on secret":  {Table: "users", Where: Where{"password": "x"}},
-		"order by unknown": {Table: "users", Order: []Order{{Column: "nope"}}},
-		"negative limit":   {Table: "users", Limit: -1},
-		"bad consistency":  {Table: "users", Consistency: "linearizable"},
-		"count with cols":  {Table: "users", Count: true, Columns: []string{"username"}},
-	}
-	for name, r := range reads {
-		t.Run("read "+name, func(t *testing.T) {
-			if err := ValidateRead(r); !errors.Is(err, ErrInvalid) {
-				t.Fatalf("want ErrInvalid, got %v", err)
+			if s.Applied() != 0 {
+				t.Fatalf("applied %d", s.Applied())
 			}
 		})
 	}
@@ -247,7 +224,7 @@ func TestInjectionLookingValuesAreData(t *testing.T) {
 	if _, err := s.Execute(ctx, user(evil), log.appender(s)); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := s.Query(ctx, Read{Table: "users", Where: Where{"username": evil}})
+	rows, err := s.Query(ctx, rideshare.Read{Table: "users", Where: rideshare.Where{"username": evil}})
 	if err != nil || len(rows) != 1 || rows[0]["username"] != evil {
 		t.Fatalf("rows %v, err %v", rows, err)
 	}
@@ -256,25 +233,25 @@ func TestInjectionLookingValuesAreData(t *testing.T) {
 func TestQueryWhereOrderLimitCount(t *testing.T) {
 	ctx := context.Background()
 	s, log := mustOpen(t), &memLog{}
-	for _, w := range []Write{user("a"), ride("a", 1, 2), ride("a", 1, 2), ride("a", 1, 3)} {
+	for _, w := range []rideshare.Write{user("a"), ride("a", 1, 2), ride("a", 1, 2), ride("a", 1, 3)} {
 		if _, err := s.Execute(ctx, w, log.appender(s)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	rows, err := s.Query(ctx, Read{Table: "rides", Columns: []string{"ride_id"},
-		Where: Where{"source": 1, "destination": 2, "ts": map[string]any{"gt": 0}},
-		Order: []Order{{Column: "ride_id", Desc: true}}, Limit: 1})
+	rows, err := s.Query(ctx, rideshare.Read{Table: "rides", Columns: []string{"ride_id"},
+		Where: rideshare.Where{"source": 1, "destination": 2, "ts": map[string]any{"gt": 0}},
+		Order: []rideshare.Order{{Column: "ride_id", Desc: true}}, Limit: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(rows) != 1 || rows[0]["ride_id"] != int64(2) {
 		t.Fatalf("got %v, want ride 2 only", rows)
 	}
-	rows, err = s.Query(ctx, Read{Table: "rides", Count: true})
+	rows, err = s.Query(ctx, rideshare.Read{Table: "rides", Count: true})
 	if err != nil || rows[0]["count"] != int64(3) {
 		t.Fatalf("count %v, err %v", rows, err)
 	}
-	users, _ := s.Query(ctx, Read{Table: "users"})
+	users, _ := s.Query(ctx, rideshare.Read{Table: "users"})
 	if _, leaked := users[0]["password"]; leaked {
 		t.Fatal("password returned by a read")
 	}
@@ -313,20 +290,20 @@ func TestExecuteGroupCommitsTheGoodWritesInOneEntry(t *testing.T) {
 	a, dup, bad, ridden := user("a"), user("a"), user("b"), ride("a", 1, 2)
 	a.RequestID, dup.RequestID = "r1", "r1" // the same request sent twice
 	bad.Insert["password"] = 7              // invalid
-	out := master.ExecuteGroup(ctx, []Write{a, dup, bad, ridden, user("a")}, log.appender(master))
+	out := master.ExecuteGroup(ctx, []rideshare.Write{a, dup, bad, ridden, user("a")}, log.appender(master))
 	if len(log.entries) != 1 || len(log.entries[0].Op.Group) != 2 {
 		t.Fatalf("log = %+v, want one group entry of the user and the ride", log.entries)
 	}
 	if out[0].Err != nil || out[1] != out[0] {
 		t.Fatalf("request sent twice: %+v and %+v, want the same success", out[0], out[1])
 	}
-	if !errors.Is(out[2].Err, ErrInvalid) {
+	if !errors.Is(out[2].Err, rideshare.ErrInvalid) {
 		t.Fatalf("invalid write: %v", out[2].Err)
 	}
 	if out[3].Err != nil || out[3].Result.Seq != 1 || out[3].Result.ID == 0 {
 		t.Fatalf("ride after its user in one group: %+v", out[3])
 	}
-	if !errors.Is(out[4].Err, ErrConstraint) {
+	if !errors.Is(out[4].Err, rideshare.ErrConstraint) {
 		t.Fatalf("duplicate username in the group: %v", out[4].Err)
 	}
 	replica := mustOpen(t)

@@ -19,7 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/rideshare/rideshare/worker/coord"
+	"github.com/rideshare/rideshare/broker/coord"
 )
 
 const (

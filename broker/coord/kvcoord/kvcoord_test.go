@@ -8,9 +8,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/rideshare/rideshare/broker/coord"
+	"github.com/rideshare/rideshare/broker/coord/coordtest"
 	"github.com/rideshare/rideshare/broker/natsq"
-	"github.com/rideshare/rideshare/worker/coord"
-	"github.com/rideshare/rideshare/worker/coord/coordtest"
 )
 
 var bucketN atomic.Int64

@@ -29,7 +29,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
-	"github.com/rideshare/rideshare/worker/coord"
+	"github.com/rideshare/rideshare/broker/coord"
 )
 
 // Defaults.

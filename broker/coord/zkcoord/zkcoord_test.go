@@ -16,8 +16,8 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
-	"github.com/rideshare/rideshare/worker/coord"
-	"github.com/rideshare/rideshare/worker/coord/coordtest"
+	"github.com/rideshare/rideshare/broker/coord"
+	"github.com/rideshare/rideshare/broker/coord/coordtest"
 )
 
 // testSession is the session timeout asked for in tests; the project's ZooKeeper

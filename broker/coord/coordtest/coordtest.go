@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rideshare/rideshare/worker/coord"
+	"github.com/rideshare/rideshare/broker/coord"
 )
 
 // Timeout bounds each wait for a change to be seen (a notification, an expiry). It is a bound

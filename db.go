@@ -1,26 +1,18 @@
-// Package store is a worker's SQLite copy of the database and the operations that change or
-// read it. Operations are data, never SQL text: a Write or Read names a table, columns and
-// values; Validate checks them against Schema and values are always bound as parameters.
-package store
+// Package rideshare is the database API's contract, which every side imports: the schema, the
+// operations as data (Write, Read) and their results, validation, the error kinds with the one
+// table that maps them to HTTP statuses, and the replies on the queues. Operations are never SQL
+// text from a client: a Write or Read names a table, columns and values, checked against Schema;
+// the SQL they mean is built here from checked names only, and values are always bound as
+// parameters by the store that runs it.
+package rideshare
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"strconv"
 	"strings"
-)
-
-// Sentinel errors. Callers map them to HTTP statuses (400, 409).
-var (
-	// ErrInvalid marks an operation that can never succeed: unknown table or column, a value
-	// of the wrong type, a malformed where clause.
-	ErrInvalid = errors.New("invalid operation")
-	// ErrConstraint marks a well-formed write that the current data refuses: a duplicate key
-	// or a missing parent row.
-	ErrConstraint = errors.New("constraint violation")
 )
 
 // Kind is a column's value type.
@@ -93,16 +85,10 @@ type Write struct {
 	Delete *Delete        `json:"delete,omitempty"`
 	Batch  []Write        `json:"batch,omitempty"`
 	Clear  bool           `json:"clear,omitempty"`
-	// Promote marks, in the log only, that the named worker became master. Its append
-	// moves the log on, so a deposed master's next append is refused. It changes no data.
-	Promote string `json:"promote,omitempty"`
 	// RequestID makes a write idempotent: a write whose RequestID was already applied is
 	// answered with the first result and not applied again, so a request can be retried
 	// after a timeout or redelivered by a broker. Only on the top-level write.
 	RequestID string `json:"request_id,omitempty"`
-	// Group, in the log only, is several independent writes the master committed together
-	// (group commit); each succeeded and carries its own RequestID.
-	Group []Write `json:"group,omitempty"`
 }
 
 // MaxRequestID bounds the length of a RequestID.
@@ -155,18 +141,19 @@ type Result struct {
 // Row is one result row, column name to value (int64 or string).
 type Row = map[string]any
 
-// invalid wraps ErrInvalid with a reason a person can act on.
-func invalid(format string, args ...any) error {
+// Invalid wraps ErrInvalid with a reason a person can act on.
+func Invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }
 
-func table(name string) (Table, error) {
+// LookupTable returns the named table of Schema, or why there is none.
+func LookupTable(name string) (Table, error) {
 	if name == "" {
-		return Table{}, invalid("table is required")
+		return Table{}, Invalid("table is required")
 	}
 	t, ok := Schema[name]
 	if !ok {
-		return Table{}, invalid("unknown table %q", name)
+		return Table{}, Invalid("unknown table %q", name)
 	}
 	return t, nil
 }
@@ -175,32 +162,16 @@ func table(name string) (Table, error) {
 // Auto columns are refused: only the master assigns them.
 func ValidateWrite(w Write) error { return validateWrite(w, false, true) }
 
+// ValidateResolved checks a write as the master resolved it for the sync log: as ValidateWrite,
+// but with the auto columns the database assigned.
+func ValidateResolved(w Write) error { return validateWrite(w, true, true) }
+
 func validateWrite(w Write, allowAuto, allowBatch bool) error {
 	if len(w.RequestID) > MaxRequestID {
-		return invalid("request_id is longer than %d bytes", MaxRequestID)
+		return Invalid("request_id is longer than %d bytes", MaxRequestID)
 	}
 	if w.RequestID != "" && !allowBatch {
-		return invalid("request_id belongs on the top-level write only")
-	}
-	if w.Group != nil {
-		if !allowAuto || !allowBatch || w.Table != "" || w.Insert != nil || w.Delete != nil || w.Batch != nil || w.Clear || w.Promote != "" || w.RequestID != "" {
-			return invalid("group is written by the database itself")
-		}
-		for i, g := range w.Group {
-			if g.Group != nil || g.Promote != "" {
-				return invalid("group[%d]: a group holds plain writes", i)
-			}
-			if err := validateWrite(g, true, true); err != nil {
-				return fmt.Errorf("group[%d]: %w", i, err)
-			}
-		}
-		return nil
-	}
-	if w.Promote != "" {
-		if !allowAuto || w.Table != "" || w.Insert != nil || w.Delete != nil || w.Batch != nil || w.Clear {
-			return invalid("promote is written by the database itself")
-		}
-		return nil
+		return Invalid("request_id belongs on the top-level write only")
 	}
 	n := 0
 	if w.Insert != nil {
@@ -216,27 +187,27 @@ func validateWrite(w Write, allowAuto, allowBatch bool) error {
 		n++
 	}
 	if n != 1 {
-		return invalid("a write needs exactly one of insert, delete, batch or clear")
+		return Invalid("a write needs exactly one of insert, delete, batch or clear")
 	}
 	switch {
 	case w.Clear:
 		if w.Table != "" {
-			return invalid("clear empties every table and takes no table")
+			return Invalid("clear empties every table and takes no table")
 		}
 		return nil
 	case w.Batch != nil:
 		if !allowBatch {
-			return invalid("a batch cannot contain a batch or a clear")
+			return Invalid("a batch cannot contain a batch or a clear")
 		}
 		if w.Table != "" {
-			return invalid("a batch takes no table; name it in each write")
+			return Invalid("a batch takes no table; name it in each write")
 		}
 		if len(w.Batch) == 0 || len(w.Batch) > MaxBatch {
-			return invalid("a batch holds 1 to %d writes, not %d", MaxBatch, len(w.Batch))
+			return Invalid("a batch holds 1 to %d writes, not %d", MaxBatch, len(w.Batch))
 		}
 		for i, b := range w.Batch {
 			if b.Clear {
-				return invalid("batch[%d]: a batch cannot contain a clear", i)
+				return Invalid("batch[%d]: a batch cannot contain a clear", i)
 			}
 			if err := validateWrite(b, allowAuto, false); err != nil {
 				return fmt.Errorf("batch[%d]: %w", i, err)
@@ -244,50 +215,50 @@ func validateWrite(w Write, allowAuto, allowBatch bool) error {
 		}
 		return nil
 	}
-	t, err := table(w.Table)
+	t, err := LookupTable(w.Table)
 	if err != nil {
 		return err
 	}
 	if w.Insert != nil {
 		if len(w.Insert) == 0 {
-			return invalid("insert into %s names no column", t.Name)
+			return Invalid("insert into %s names no column", t.Name)
 		}
 		for name, v := range w.Insert {
 			c, ok := t.Column(name)
 			if !ok {
-				return invalid("unknown column %q in table %s", name, t.Name)
+				return Invalid("unknown column %q in table %s", name, t.Name)
 			}
 			if c.Auto && !allowAuto {
-				return invalid("column %s.%s is assigned by the database", t.Name, name)
+				return Invalid("column %s.%s is assigned by the database", t.Name, name)
 			}
-			if _, err := value(c, v); err != nil {
+			if _, err := Value(c, v); err != nil {
 				return err
 			}
 		}
 		for _, c := range t.Columns {
 			if _, ok := w.Insert[c.Name]; !ok && !c.Auto {
-				return invalid("insert into %s is missing column %q", t.Name, c.Name)
+				return Invalid("insert into %s is missing column %q", t.Name, c.Name)
 			}
 		}
 		return nil
 	}
-	_, _, err = where(t, w.Delete.Where, false)
+	_, _, err = WhereSQL(t, w.Delete.Where, false)
 	return err
 }
 
 // ValidateRead checks a query against the schema.
 func ValidateRead(r Read) error {
-	_, _, err := buildQuery(r)
+	_, _, err := SelectSQL(r)
 	return err
 }
 
-// value converts a JSON or Go value to the column's type, refusing anything else.
-func value(c Column, v any) (any, error) {
+// Value converts a JSON or Go value to the column's type, refusing anything else.
+func Value(c Column, v any) (any, error) {
 	switch c.Kind {
 	case Text:
 		s, ok := v.(string)
 		if !ok {
-			return nil, invalid("column %s needs a string, not %s", c.Name, describe(v))
+			return nil, Invalid("column %s needs a string, not %s", c.Name, describe(v))
 		}
 		return s, nil
 	default:
@@ -295,12 +266,12 @@ func value(c Column, v any) (any, error) {
 		case json.Number:
 			i, err := strconv.ParseInt(string(x), 10, 64)
 			if err != nil {
-				return nil, invalid("column %s needs an integer, not %s", c.Name, x)
+				return nil, Invalid("column %s needs an integer, not %s", c.Name, x)
 			}
 			return i, nil
 		case float64:
 			if x != math.Trunc(x) || math.Abs(x) > 1<<53 {
-				return nil, invalid("column %s needs an integer, not %v", c.Name, x)
+				return nil, Invalid("column %s needs an integer, not %v", c.Name, x)
 			}
 			return int64(x), nil
 		case int:
@@ -311,11 +282,11 @@ func value(c Column, v any) (any, error) {
 			return int64(x), nil
 		case uint64:
 			if x > math.MaxInt64 {
-				return nil, invalid("column %s: %d is out of range", c.Name, x)
+				return nil, Invalid("column %s: %d is out of range", c.Name, x)
 			}
 			return int64(x), nil
 		default:
-			return nil, invalid("column %s needs an integer, not %s", c.Name, describe(v))
+			return nil, Invalid("column %s needs an integer, not %s", c.Name, describe(v))
 		}
 	}
 }
@@ -338,9 +309,9 @@ func describe(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// where builds a WHERE clause (without the keyword) and its arguments. Columns are sorted so
+// WhereSQL builds a WHERE clause (without the keyword) and its arguments. Columns are sorted so
 // the same Where always gives the same SQL. Secret columns may only be matched by a write.
-func where(t Table, w Where, read bool) (string, []any, error) {
+func WhereSQL(t Table, w Where, read bool) (string, []any, error) {
 	if len(w) == 0 {
 		return "", nil, nil
 	}
@@ -354,23 +325,23 @@ func where(t Table, w Where, read bool) (string, []any, error) {
 	for _, name := range names {
 		c, ok := t.Column(name)
 		if !ok {
-			return "", nil, invalid("unknown column %q in table %s", name, t.Name)
+			return "", nil, Invalid("unknown column %q in table %s", name, t.Name)
 		}
 		if read && c.Secret {
-			return "", nil, invalid("column %s.%s cannot be queried", t.Name, name)
+			return "", nil, Invalid("column %s.%s cannot be queried", t.Name, name)
 		}
 		cond, isObject := w[name].(map[string]any)
 		if !isObject {
-			v, err := value(c, w[name])
+			v, err := Value(c, w[name])
 			if err != nil {
 				return "", nil, err
 			}
-			terms = append(terms, quote(name)+" = ?")
+			terms = append(terms, Quote(name)+" = ?")
 			args = append(args, v)
 			continue
 		}
 		if len(cond) == 0 {
-			return "", nil, invalid("where %s: empty comparison object", name)
+			return "", nil, Invalid("where %s: empty comparison object", name)
 		}
 		ops := make([]string, 0, len(cond))
 		for op := range cond {
@@ -380,64 +351,65 @@ func where(t Table, w Where, read bool) (string, []any, error) {
 		for _, op := range ops {
 			sqlOp, ok := comparisons[op]
 			if !ok {
-				return "", nil, invalid("where %s: unknown comparison %q (use eq, ne, lt, le, gt, ge)", name, op)
+				return "", nil, Invalid("where %s: unknown comparison %q (use eq, ne, lt, le, gt, ge)", name, op)
 			}
-			v, err := value(c, cond[op])
+			v, err := Value(c, cond[op])
 			if err != nil {
 				return "", nil, err
 			}
-			terms = append(terms, quote(name)+" "+sqlOp+" ?")
+			terms = append(terms, Quote(name)+" "+sqlOp+" ?")
 			args = append(args, v)
 		}
 	}
 	return strings.Join(terms, " AND "), args, nil
 }
 
-// quote quotes an identifier that has already been checked against Schema.
-func quote(name string) string { return `"` + name + `"` }
+// Quote quotes an identifier that has already been checked against Schema.
+func Quote(name string) string { return `"` + name + `"` }
 
 // MaxLimit bounds the rows one read may ask for.
 const MaxLimit = 100000
 
-func buildQuery(r Read) (string, []any, error) {
-	t, err := table(r.Table)
+// SelectSQL is the query r means, with its arguments, or why r is invalid.
+func SelectSQL(r Read) (string, []any, error) {
+	t, err := LookupTable(r.Table)
 	if err != nil {
 		return "", nil, err
 	}
 	switch r.Consistency {
 	case "", Strong, Eventual:
 	default:
-		return "", nil, invalid("consistency must be %q or %q", Strong, Eventual)
+		return "", nil, Invalid("consistency must be %q or %q", Strong, Eventual)
 	}
 	if r.Limit < 0 || r.Limit > MaxLimit {
-		return "", nil, invalid("limit must be between 0 and %d", MaxLimit)
+		return "", nil, Invalid("limit must be between 0 and %d", MaxLimit)
 	}
 	var cols []string
 	if r.Count {
 		if len(r.Columns) > 0 || len(r.Order) > 0 {
-			return "", nil, invalid("a count takes no columns or order")
+			return "", nil, Invalid("a count takes no columns or order")
 		}
 		cols = []string{`COUNT(*) AS "count"`}
 	} else if len(r.Columns) == 0 {
 		for _, c := range t.Columns {
 			if !c.Secret {
-				cols = append(cols, quote(c.Name))
+				cols = append(cols, Quote(c.Name))
 			}
 		}
 	} else {
 		for _, name := range r.Columns {
 			c, ok := t.Column(name)
 			if !ok {
-				return "", nil, invalid("unknown column %q in table %s", name, t.Name)
+				return "", nil, Invalid("unknown column %q in table %s", name, t.Name)
 			}
 			if c.Secret {
-				return "", nil, invalid("column %s.%s cannot be read", t.Name, name)
+				return "", nil, Invalid("column %s.%s cannot be read", t.Name, name)
 			}
-			cols = append(cols, quote(name))
+			cols = append(cols, Quote(name))
 		}
 	}
-	q := "SELECT " + strings.Join(cols, ", ") + " FROM " + quote(t.Name)
-	cond, args, err := where(t, r.Where, true)
+	q := "SELECT " + strings.Join(cols, ", ") + " FROM " + Quote(t.Name)
+	cond, args, err := WhereSQL(t, r.Where, true)
 	if err != nil {
 		return "", nil, err
 	}
@@ -449,13 +421,13 @@ func buildQuery(r Read) (string, []any, error) {
 		for _, o := range r.Order {
 			c, ok := t.Column(o.Column)
 			if !ok || c.Secret {
-				return "", nil, invalid("cannot order by %q in table %s", o.Column, t.Name)
+				return "", nil, Invalid("cannot order by %q in table %s", o.Column, t.Name)
 			}
 			dir := " ASC"
 			if o.Desc {
 				dir = " DESC"
 			}
-			parts = append(parts, quote(o.Column)+dir)
+			parts = append(parts, Quote(o.Column)+dir)
 		}
 		q += " ORDER BY " + strings.Join(parts, ", ")
 	}
