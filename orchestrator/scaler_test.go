@@ -404,7 +404,9 @@ func mustSizedScaler(tb testing.TB, api *dbAPI, room int, edit func(*orchestrato
 	logs := &syncBuffer{}
 	s := &orchestrator.Scaler{
 		Pool: p, Reads: orchestrator.RegistryReads{Gatherer: api.reg}, Registry: api.reg,
-		Interval: 500 * time.Millisecond, Min: 1, Max: orchestrator.AutoMax, Step: 2, Slaves: 1,
+		// Long enough that the reads sent right after one decision (race detector included)
+		// all fall in the interval that decision started.
+		Interval: time.Second, Min: 1, Max: orchestrator.AutoMax, Step: 2, Slaves: 1,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if edit != nil {
@@ -431,9 +433,9 @@ func readsEachInterval(t *testing.T, api *dbAPI, p *sizedPool, n, decisions int)
 func TestScalerStepBoundsScaleOut(t *testing.T) {
 	api := mustDBAPI(t)
 	p, logs := mustSizedScaler(t, api, 100, func(s *orchestrator.Scaler) { s.Max = 0 })
-	// 1,000 reads ask for 50 slaves: two more an interval, every interval.
-	if got := readsEachInterval(t, api, p, 1000, 3); !slices.Equal(got, []int{3, 5, 7}) {
-		t.Fatalf("1,000 reads an interval with step 2 from 1 slave: %v, want [3 5 7]", got)
+	// 300 reads ask for 15 slaves: two more an interval, every interval.
+	if got := readsEachInterval(t, api, p, 300, 3); !slices.Equal(got, []int{3, 5, 7}) {
+		t.Fatalf("300 reads an interval with step 2 from 1 slave: %v, want [3 5 7]", got)
 	}
 	if v := gathered(t, api.reg, "rideshare_scaler_capped_total", "reason", "step"); v != 3 {
 		t.Errorf("capped by step %v times, want 3", v)
@@ -462,8 +464,8 @@ func TestScalerDefaultMaximumFromTheMachine(t *testing.T) {
 	api := mustDBAPI(t)
 	// 2 CPUs × 4 workers, less the master: 7 slaves, whatever the step.
 	p, logs := mustSizedScaler(t, api, 100, func(s *orchestrator.Scaler) { s.Step = 0 })
-	if got := readsEachInterval(t, api, p, 1000, 1); got[0] != 7 {
-		t.Fatalf("1,000 reads on 2 CPUs: %d slaves, want 7", got[0])
+	if got := readsEachInterval(t, api, p, 300, 1); got[0] != 7 {
+		t.Fatalf("300 reads on 2 CPUs: %d slaves, want 7", got[0])
 	}
 	if v := gathered(t, api.reg, "rideshare_scaler_max_slaves", "", ""); v != 7 {
 		t.Errorf("rideshare_scaler_max_slaves %v, want 7", v)

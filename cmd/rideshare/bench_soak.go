@@ -155,7 +155,15 @@ func (b *bencher) runSoak(ctx context.Context) (*SoakReport, error) {
 	for _, s := range samples {
 		rep.PeakWorkers = max(rep.PeakWorkers, s.Workers)
 	}
-	rep.Processes = soakProcesses(samples, roles, hwm)
+	// Memory is judged after the warm-up: a process's first minutes (caches filling, the
+	// race detector's shadow memory) are growth that stops.
+	var settled []SoakSample
+	for _, s := range samples {
+		if s.Seconds >= b.cfg.warmup.Seconds() {
+			settled = append(settled, s)
+		}
+	}
+	rep.Processes = soakProcesses(samples, settled, roles, hwm)
 
 	if rep.MaxSlaves > 0 && rep.PeakWorkers > rep.MaxSlaves+1 {
 		rep.Violations = append(rep.Violations, fmt.Sprintf("%d workers at the peak, above the cap of 1 master + %d slaves", rep.PeakWorkers, rep.MaxSlaves))
@@ -247,19 +255,24 @@ func (b *bencher) orchMetrics(ctx context.Context) (map[string]map[string]float6
 	return out, sc.Err()
 }
 
-// soakProcesses sums up each process's memory over the samples. A process's memory keeps
-// growing when, over the samples it was in (at least six), the highest of each third is
-// above the highest of the third before, and the last third's is at least a quarter and
-// 32 MiB above the first's: a leak, rather than caches filling and the GC's usual swing.
-func soakProcesses(samples []SoakSample, roles map[int]string, hwm map[int]int64) []SoakProcess {
-	var out []SoakProcess
-	for pid, what := range roles {
+// soakProcesses sums up each process's memory over the samples, and judges its growth over
+// the settled ones (after the warm-up). A process's memory keeps growing when, over the
+// settled samples it was in (at least six), the highest of each third is above the highest of
+// the third before, and the last third's is at least half again and 64 MiB above the first's:
+// a leak, rather than caches filling and the GC's usual swing.
+func soakProcesses(samples, settled []SoakSample, roles map[int]string, hwm map[int]int64) []SoakProcess {
+	seriesOf := func(ss []SoakSample, pid int) []int64 {
 		var series []int64
-		for _, s := range samples {
+		for _, s := range ss {
 			if v, ok := s.RSSKiB[pid]; ok {
 				series = append(series, v)
 			}
 		}
+		return series
+	}
+	var out []SoakProcess
+	for pid, what := range roles {
+		series := seriesOf(samples, pid)
 		if len(series) == 0 {
 			continue
 		}
@@ -267,7 +280,7 @@ func soakProcesses(samples []SoakSample, roles map[int]string, hwm map[int]int64
 		for _, v := range series {
 			p.PeakKB = max(p.PeakKB, v)
 		}
-		p.Growing = keepsGrowing(series)
+		p.Growing = keepsGrowing(seriesOf(settled, pid))
 		out = append(out, p)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
@@ -287,5 +300,5 @@ func keepsGrowing(series []int64) bool {
 		return m
 	}
 	a, b, c := peak(series[:n/3]), peak(series[n/3:2*n/3]), peak(series[2*n/3:])
-	return a < b && b < c && c >= a+a/4 && c-a >= 32<<10
+	return a < b && b < c && c >= a+a/2 && c-a >= 64<<10
 }
