@@ -7,7 +7,7 @@ IMAGE   ?= rideshare:latest
 PKGS    := ./...
 export CGO_ENABLED := 0
 
-.PHONY: all build run test unit lint services services-stop clean image compose-up compose-down
+.PHONY: all build run test unit lint soak services services-stop clean image compose-up compose-down
 
 all: build
 
@@ -24,6 +24,11 @@ test: lint services build
 # Unit tests only: no ZooKeeper or RabbitMQ needed.
 unit:
 	CGO_ENABLED=1 RIDESHARE_SKIP_ZK=1 $(GO) test -race -short -count=1 $(PKGS)
+
+# A long soak against `rideshare up` with its defaults (SOAK_DURATION, default 30m): errors by
+# status, workers over time, each process's peak memory, the sync log's size (docs/BENCHMARKS.md).
+soak: build
+	bash scripts/soak.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

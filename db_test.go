@@ -50,4 +50,3 @@ func TestValidateRefusesBadOperations(t *testing.T) {
 		})
 	}
 }
-

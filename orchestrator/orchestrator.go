@@ -139,7 +139,9 @@ func (o *Orchestrator) Close() error {
 		return nil
 	}
 	o.cancel()
-	return o.group.Wait()
+	err := o.group.Wait()
+	o.sup.stops.Wait() // no scale-in stop outlives the orchestrator
+	return err
 }
 
 // WaitReady waits until a master and the wanted slaves are ready.

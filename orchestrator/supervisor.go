@@ -59,6 +59,8 @@ type supervisor struct {
 	// masterChange is closed when the master changes: writes in flight to a dead master
 	// are sent again at once instead of waiting out their try.
 	masterChange chan struct{}
+	// stops are the scale-in stops under way.
+	stops sync.WaitGroup
 }
 
 func newID() string { return fmt.Sprintf("w%06x", rand.Uint32()&0xffffff) }
@@ -187,11 +189,13 @@ func (s *supervisor) reconcile(ctx context.Context) error {
 
 	for _, id := range toStop {
 		s.o.Logger.Info("stopping slave (scale-in)", "worker", id)
-		go func() {
+		// A clean stop takes up to the runtime's stop timeout: not inline, so supervision goes
+		// on; Orchestrator.Close waits for it.
+		s.stops.Go(func() {
 			if err := s.o.Runtime.Stop(context.WithoutCancel(ctx), id); err != nil {
 				s.o.Logger.Warn("stop slave", "worker", id, "err", err)
 			}
-		}()
+		})
 	}
 
 	for _, id := range revoke {

@@ -31,12 +31,12 @@ func (w *Worker) maybeSnapshot(ctx context.Context) {
 		w.snapshotting.Unlock()
 		return
 	}
-	go func() {
+	w.bg.Go(func() {
 		defer w.snapshotting.Unlock()
 		if err := w.snapshot(ctx, applied); err != nil && ctx.Err() == nil {
 			w.Logger.Warn("snapshot failed", "err", err)
 		}
-	}()
+	})
 }
 
 // snapshot is maybeSnapshot's work, with the snapshotting lock held.

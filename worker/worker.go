@@ -49,8 +49,9 @@ type Worker struct {
 	Snapshots     *snapshot.Store
 	SnapshotEvery uint64
 
-	snapshotting sync.Mutex // held while a snapshot is taken
-	lastSnapshot uint64     // sequence of the newest snapshot known; under snapshotting
+	bg           sync.WaitGroup // what Run started and waits for: commit loop, snapshot uploads
+	snapshotting sync.Mutex     // held while a snapshot is taken
+	lastSnapshot uint64         // sequence of the newest snapshot known; under snapshotting
 
 	entries chan store.Entry // from syncQ
 	pull    chan struct{}    // a read found a gap: catch up from the log now
@@ -72,8 +73,13 @@ func New(id string, st *store.Store, b broker.Broker, log *synclog.Log, c coord.
 	}
 }
 
-// Run serves until ctx ends (nil) or the worker must exit (an error).
+// Run serves until ctx ends (nil) or the worker must exit (an error). It returns only after
+// every goroutine it started (the master's commit loop, a snapshot upload) has ended, so the
+// caller may close the store at once: no group commit is left half done.
 func (w *Worker) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer w.bg.Wait() // runs after cancel: deferred calls run last first
+	defer cancel()
 	w.Logger = w.Logger.With("component", "worker", "worker", w.ID)
 	w.entries = make(chan store.Entry, 1<<16)
 	w.pull = make(chan struct{}, 1)
@@ -387,7 +393,7 @@ func (w *Worker) maybePromote(ctx context.Context) (broker.Subscription, error) 
 	w.role = coord.RoleMaster
 	w.mu.Unlock()
 	w.writes = make(chan writeReq, w.WriteConcurrency)
-	go w.commitLoop(ctx)
+	w.bg.Go(func() { w.commitLoop(ctx) })
 	sub, err := w.Broker.Consume(ctx, broker.WriteQ, w.WriteConcurrency, w.handleWrite)
 	if err != nil {
 		return nil, err

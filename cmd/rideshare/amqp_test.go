@@ -58,6 +58,14 @@ func TestAMQPQueuesExist(t *testing.T) {
 	if ex := rabbitmqctl(t, "list_exchanges", "-p", vhost, "name"); !strings.Contains(ex, "syncQ") {
 		t.Errorf("exchange syncQ missing: %s", ex)
 	}
+	// The orchestrator's broker metrics are on its /metrics (they were once built and never
+	// registered).
+	fams := scrape(t, st.OrchestratorURL)
+	for _, name := range []string{"rideshare_broker_amqp_reconnects_total", "rideshare_broker_amqp_late_replies_total"} {
+		if _, ok := fams[name]; !ok {
+			t.Errorf("orchestrator /metrics lacks %s", name)
+		}
+	}
 }
 
 // RabbitMQ's application stopped and started again in the middle of a write load: afterwards

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -85,10 +86,17 @@ func cmdGateway(ctx context.Context, args []string) error {
 	return serveUntilDone(ctx, *listenAddr, g.Handler(), logger)
 }
 
+// orchestratorFlags are `rideshare orchestrator`'s: its listen address and the database's.
+func orchestratorFlags(cfg *upConfig) (*flag.FlagSet, *string) {
+	fs := newFlags("orchestrator", "The database as a service alone: the database API (db/read, db/write, crash, workers), an embedded NATS\nJetStream with the sync log (and the queues unless --amqp), the coordinator (embedded unless --zk), and\n1 master + --slaves slave workers (child processes, or containers with --runtime docker). The users and\nrides services reach it at --listen. SIGINT/SIGTERM stop it.")
+	listenAddr := fs.String("listen", "127.0.0.1:8083", "listen address of the database API")
+	cfg.databaseFlags(fs)
+	return fs, listenAddr
+}
+
 func cmdOrchestrator(ctx context.Context, args []string) error {
 	var cfg upConfig
-	fs := cfg.flags("orchestrator")
-	listenAddr := fs.String("listen", "127.0.0.1:8083", "listen address of the database API")
+	fs, listenAddr := orchestratorFlags(&cfg)
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -54,13 +54,21 @@ type upConfig struct {
 	httpLimits httpsvc.Limits
 }
 
+// flags are `rideshare up`'s: the three services' and the orchestrator's addresses, then the
+// database's (databaseFlags).
 func (c *upConfig) flags(name string) *flag.FlagSet {
 	fs := newFlags(name, "Runs everything on one machine: gateway, users, rides, the orchestrator with an embedded NATS JetStream\n(all four queues and the sync log), and 1 master + --slaves slave workers as child processes.\nPrints one line when the system is ready. SIGINT/SIGTERM stop everything.")
-	fs.StringVar(&c.data, "data", "./data", "data directory (sync log, worker databases)")
 	fs.StringVar(&c.gatewayAddr, "gateway", "127.0.0.1:8080", "gateway (load balancer) listen address")
 	fs.StringVar(&c.usersAddr, "users", "127.0.0.1:8081", "users service listen address")
 	fs.StringVar(&c.ridesAddr, "rides", "127.0.0.1:8082", "rides service listen address")
 	fs.StringVar(&c.orchestratorAddr, "orchestrator", "127.0.0.1:8083", "orchestrator (DBaaS API) listen address")
+	c.databaseFlags(fs)
+	return fs
+}
+
+// databaseFlags are the database side's, shared by `up` and `orchestrator`.
+func (c *upConfig) databaseFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.data, "data", "./data", "data directory (sync log, worker databases)")
 	fs.IntVar(&c.slaves, "slaves", 1, "slave workers to run beside the master")
 	fs.DurationVar(&c.scaleInterval, "scale-interval", 2*time.Minute, "autoscaling interval: every interval the slaves are set to max(min-slaves, ceil(db reads/20))")
 	fs.IntVar(&c.minSlaves, "min-slaves", 1, "fewest slaves the scaler keeps")
@@ -79,7 +87,6 @@ func (c *upConfig) flags(name string) *flag.FlagSet {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Uint64Var(&c.snapshotEvery, "snapshot-every", worker.DefaultSnapshotEvery, "log entries a slave applies between two snapshots of the database, kept beside the sync log; a new worker restores the newest and replays the rest; 0: take none")
 	c.docker.register(fs)
-	return fs
 }
 
 func cmdUp(ctx context.Context, args []string) error {
@@ -290,9 +297,10 @@ func startDatabase(ctx context.Context, cfg upConfig, logger *slog.Logger, st *s
 		return fmt.Errorf("--runtime %q: use process or docker", cfg.runtime)
 	}
 
+	reg := metrics.NewRegistry()
 	var b broker.Broker = natsq.FromConn(nc, logger)
 	if cfg.amqp != "" {
-		ab, err := openAMQP(ctx, cfg.amqp, "orchestrator", logger)
+		ab, err := openAMQP(ctx, cfg.amqp, "orchestrator", reg, logger)
 		if err != nil {
 			return err
 		}
@@ -300,7 +308,6 @@ func startDatabase(ctx context.Context, cfg upConfig, logger *slog.Logger, st *s
 		b = ab
 	}
 
-	reg := metrics.NewRegistry()
 	o := orchestrator.New(b, c, rt, log)
 	o.Logger, o.Registry, o.Slaves = logger, reg, cfg.slaves
 	o.AdminToken, o.WriteTimeout, o.ReadTimeout = cfg.adminToken, cfg.writeTimeout, cfg.readTimeout

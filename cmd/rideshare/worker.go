@@ -109,7 +109,7 @@ func cmdWorker(ctx context.Context, args []string) error {
 	defer st.Close()
 	var b broker.Broker = natsq.FromConn(nc, logger)
 	if *amqpURL != "" {
-		ab, err := openAMQP(ctx, *amqpURL, "worker-"+*id, logger)
+		ab, err := openAMQP(ctx, *amqpURL, "worker-"+*id, nil, logger)
 		if err != nil {
 			return err
 		}
