@@ -17,9 +17,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/rideshare/rideshare/broker"
+	"github.com/rideshare/rideshare/httpsvc"
 	"github.com/rideshare/rideshare/metrics"
 )
 
@@ -38,10 +37,13 @@ func fail(status int, format string, args ...any) error {
 	return &apiError{status: status, msg: fmt.Sprintf(format, args...)}
 }
 
+// writeJSON answers v as JSON, the way every service does (httpsvc.JSON), with Retry-After on
+// a 503.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	httpsvc.JSON(w, status, v)
 }
 
 // respond writes v, or the error's status and reason.
@@ -69,57 +71,42 @@ func statusOf(err error) int {
 	return rideshare.StatusOf(err)
 }
 
-// allowed is the method of each route, for the Allow header of a 405 (chi does not pass the
-// route's methods to a custom MethodNotAllowed handler).
-var allowed = map[string]string{
-	"/healthz": "GET", "/readyz": "GET", "/metrics": "GET",
-	"/api/v1/db/write": "POST", "/api/v1/db/read": "POST", "/api/v1/db/clear": "POST",
-	"/api/v1/crash/master": "POST", "/api/v1/crash/slave": "POST",
-	"/api/v1/worker/list": "GET", "/api/v1/workers": "GET",
-}
-
-// Handler serves the DBaaS API.
+// Handler serves the DBaaS API on httpsvc's router: JSON 404s, 405s with Allow, panics
+// answered as a logged JSON 500.
 func (o *Orchestrator) Handler() http.Handler {
-	r := chi.NewRouter()
+	r := httpsvc.NewRouter(o.Logger)
 	r.Use(metrics.NewHTTP("orchestrator", o.Registry).Middleware)
-	r.Method(http.MethodGet, "/metrics", metrics.Handler(o.Registry))
-	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint"})
-	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		if allow, ok := allowed[r.URL.Path]; ok {
-			w.Header().Set("Allow", allow)
-		}
-		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": r.Method + " is not allowed here"})
-	})
-	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+	get := func(h http.HandlerFunc) httpsvc.Methods { return httpsvc.Methods{http.MethodGet: h} }
+	// The token is checked for the method that is served: any other is a 405 first.
+	post := func(h http.HandlerFunc) httpsvc.Methods {
+		return httpsvc.Methods{http.MethodPost: o.requireToken(h).ServeHTTP}
+	}
+	r.Handle("/metrics", get(metrics.Handler(o.Registry).ServeHTTP))
+	r.Handle("/healthz", get(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	r.Get("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	}))
+	r.Handle("/readyz", get(func(w http.ResponseWriter, _ *http.Request) {
 		if !o.Ready() {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "no ready master and slaves yet"})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
-	r.Group(func(r chi.Router) {
-		r.Use(o.requireToken)
-		r.Post("/api/v1/db/write", o.handleWrite)
-		r.Post("/api/v1/db/read", o.handleRead)
-		r.Post("/api/v1/db/clear", o.handleClear)
-		r.Post("/api/v1/crash/master", o.handleCrashMaster)
-		r.Post("/api/v1/crash/slave", o.handleCrashSlave)
-	})
-	r.Get("/api/v1/worker/list", func(w http.ResponseWriter, _ *http.Request) {
+	}))
+	r.Handle("/api/v1/db/write", post(o.handleWrite))
+	r.Handle("/api/v1/db/read", post(o.handleRead))
+	r.Handle("/api/v1/db/clear", post(o.handleClear))
+	r.Handle("/api/v1/crash/master", post(o.handleCrashMaster))
+	r.Handle("/api/v1/crash/slave", post(o.handleCrashSlave))
+	r.Handle("/api/v1/worker/list", get(func(w http.ResponseWriter, _ *http.Request) {
 		pids := []int{}
 		for _, wi := range o.Workers() {
 			pids = append(pids, wi.PID)
 		}
 		writeJSON(w, http.StatusOK, pids)
-	})
-	r.Get("/api/v1/workers", func(w http.ResponseWriter, _ *http.Request) {
+	}))
+	r.Handle("/api/v1/workers", get(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, o.Workers())
-	})
+	}))
 	return r
 }
 
