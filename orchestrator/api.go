@@ -207,6 +207,13 @@ func (o *Orchestrator) write(ctx context.Context, op rideshare.Write) (rideshare
 			return rideshare.Result{}, fail(http.StatusBadGateway, "master answered without a result")
 		}
 		o.ack(reply.Result.Seq)
+		if !o.sup.viewHasMaster() {
+			// Only right after a failover: the master took this write before the supervisor saw
+			// it take the lock. Operators (and crash/master) must see it before the answer.
+			if err := o.sup.refreshView(ctx); err != nil {
+				o.Logger.Warn("refresh the worker view after a write", "err", err)
+			}
+		}
 		return *reply.Result, nil
 	}
 	return rideshare.Result{}, rideshare.ErrorOfKind(reply.Kind, reply.Error)

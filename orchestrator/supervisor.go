@@ -221,6 +221,34 @@ func (s *supervisor) reconcile(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// viewHasMaster reports whether the view lists a master.
+func (s *supervisor) viewHasMaster() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.members[s.master]
+	return ok && m.Role == coord.RoleMaster
+}
+
+// refreshView reads the members and the master lock now, instead of at the next reconcile:
+// a write acknowledged by a new master must not be answered while the view lists none.
+func (s *supervisor) refreshView(ctx context.Context) error {
+	ms, err := s.o.Coord.Members(ctx)
+	if err != nil {
+		return err
+	}
+	master, err := s.o.Coord.Master(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range ms {
+		s.members[m.ID] = m
+	}
+	s.setMasterLocked(master)
+	return nil
+}
+
 // setMasterLocked records the master and wakes writes waiting on the old one.
 func (s *supervisor) setMasterLocked(id string) {
 	if id == s.master {

@@ -394,12 +394,14 @@ func (w *Worker) maybePromote(ctx context.Context) (broker.Subscription, error) 
 	w.mu.Unlock()
 	w.writes = make(chan writeReq, w.WriteConcurrency)
 	w.bg.Go(func() { w.commitLoop(ctx) })
+	// Say so before taking the first write, so that the orchestrator can list this worker as
+	// master by the time it acknowledges one.
+	if err := w.publish(ctx); err != nil {
+		w.Logger.Warn("publish state", "err", err)
+	}
 	sub, err := w.Broker.Consume(ctx, broker.WriteQ, w.WriteConcurrency, w.handleWrite)
 	if err != nil {
 		return nil, err
-	}
-	if err := w.publish(ctx); err != nil {
-		w.Logger.Warn("publish state", "err", err)
 	}
 	w.Logger.Info("master ready", "applied_seq", w.Store.Applied())
 	return sub, nil

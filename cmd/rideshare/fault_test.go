@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -248,6 +249,29 @@ func TestHA(t *testing.T) {
 				ws := settled(t, st, 3)
 				checkReplicas(t, st, ws, acked)
 				t.Logf("%d writes acknowledged, %d not (in flight during a kill)", len(acked), load.failed)
+			})
+			t.Run("a new master is listed before its first acknowledged write", func(t *testing.T) {
+				st := mustStack(t, c.opt(t), withSlaves(2))
+				for i := range 5 {
+					waitWorkers(t, st, 3, false)
+					old := postPIDs(t, st.OrchestratorURL+"/api/v1/crash/master")[0]
+					for n := 0; ; n++ {
+						if n == 20 {
+							t.Fatalf("kill %d: no write acknowledged in 20 tries", i+1)
+						}
+						code, body := call(t, "POST", st.OrchestratorURL+"/api/v1/db/write",
+							rideshare.Write{Table: "users", Insert: map[string]any{"username": fmt.Sprintf("m%d-%d", i, n), "password": sha1hex(n)}})
+						if code != 200 {
+							continue // 503 while no master takes writes: try the next
+						}
+						// The write is acknowledged: whoever took it is listed as master now.
+						ws := st.Orchestrator.Workers()
+						if !slices.ContainsFunc(ws, func(w orchestrator.WorkerInfo) bool { return w.Role == "master" && w.PID != old }) {
+							t.Fatalf("kill %d: a write was acknowledged (%s) while the workers listed no new master: %+v", i+1, body, ws)
+						}
+						break
+					}
+				}
 			})
 			t.Run("slaves killed under reads keep answering", func(t *testing.T) {
 				st := mustStack(t, c.opt(t), withSlaves(2))
