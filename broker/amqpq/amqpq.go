@@ -360,6 +360,39 @@ func (b *Broker) keep(s *session) {
 	}
 }
 
+// resubscribe is the one loop behind every subscription: it runs on over each live session in
+// turn, waiting for the next session while there is none and pausing before a retry on the
+// same one, until on returns nil (it ended by itself: false), or stop or ctx ends (true: the
+// caller stopped it, and waits for what it started), or the broker closes (false).
+func (b *Broker) resubscribe(ctx context.Context, stop <-chan struct{}, report func(error), log *slog.Logger, retryMsg string, on func(*session) error) bool {
+	for {
+		sess, changed := b.current()
+		var pause <-chan time.Time // nil: no session, or it went; wait for the next one
+		if sess == nil {
+			report(errDown)
+		} else {
+			err := on(sess)
+			if err == nil {
+				return false
+			}
+			if sess.alive() {
+				log.Warn(retryMsg, "err", err)
+				pause = time.After(jitter(b.ReconnectMin))
+			}
+		}
+		select {
+		case <-changed:
+		case <-pause:
+		case <-stop:
+			return true
+		case <-ctx.Done():
+			return true
+		case <-b.ctx.Done():
+			return false
+		}
+	}
+}
+
 func (b *Broker) setSession(s *session) {
 	b.mu.Lock()
 	b.sess = s

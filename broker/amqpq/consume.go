@@ -95,39 +95,10 @@ func (s *subscription) report(err error) {
 func (s *subscription) run(ctx context.Context) {
 	defer s.b.wg.Done()
 	defer close(s.exited)
-	for {
-		sess, changed := s.b.current()
-		if sess == nil {
-			s.report(errDown)
-			select {
-			case <-changed:
-				continue
-			case <-s.stop:
-			case <-ctx.Done():
-			case <-s.b.ctx.Done():
-				return
-			}
-			s.handlers.Wait()
-			return
-		}
-		err := s.consumeOn(ctx, sess)
-		if err == nil {
-			return
-		}
-		var pause <-chan time.Time // nil: the connection went; wait for the next one
-		if sess.alive() {
-			s.b.Logger.Warn("consumer stopped; subscribing again", "queue", s.queue, "err", err)
-			pause = time.After(jitter(s.b.ReconnectMin))
-		}
-		select {
-		case <-changed:
-		case <-pause:
-		case <-s.stop:
-			s.handlers.Wait()
-			return
-		case <-s.b.ctx.Done():
-			return
-		}
+	log := s.b.Logger.With("queue", s.queue)
+	if s.b.resubscribe(ctx, s.stop, s.report, log, "consumer stopped; subscribing again",
+		func(sess *session) error { return s.consumeOn(ctx, sess) }) {
+		s.handlers.Wait()
 	}
 }
 

@@ -99,39 +99,8 @@ func (s *syncSub) report(err error) {
 func (s *syncSub) run(ctx context.Context) {
 	defer s.b.wg.Done()
 	defer close(s.exited)
-	for {
-		sess, changed := s.b.current()
-		if sess == nil {
-			s.report(errDown)
-			select {
-			case <-changed:
-				continue
-			case <-s.stop:
-			case <-ctx.Done():
-			case <-s.b.ctx.Done():
-			}
-			return
-		}
-		err := s.subscribeOn(ctx, sess)
-		if err == nil {
-			return
-		}
-		var pause <-chan time.Time // nil: the connection went; wait for the next one
-		if sess.alive() {
-			s.b.Logger.Warn("syncQ subscription stopped; subscribing again", "err", err)
-			pause = time.After(jitter(s.b.ReconnectMin))
-		}
-		select {
-		case <-changed:
-		case <-pause:
-		case <-s.stop:
-			return
-		case <-ctx.Done():
-			return
-		case <-s.b.ctx.Done():
-			return
-		}
-	}
+	s.b.resubscribe(ctx, s.stop, s.report, s.b.Logger, "syncQ subscription stopped; subscribing again",
+		func(sess *session) error { return s.subscribeOn(ctx, sess) })
 }
 
 func (s *syncSub) subscribeOn(ctx context.Context, sess *session) error {
