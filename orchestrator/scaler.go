@@ -531,10 +531,12 @@ var (
 		"Sequence of the newest sync-log entry.", nil, nil)
 	descLogBytes = prometheus.NewDesc("rideshare_synclog_bytes",
 		"Size of the sync log as stored by JetStream.", nil, nil)
+	descLogConsumers = prometheus.NewDesc("rideshare_synclog_consumers",
+		"Readers JetStream keeps for the sync log (each catch-up has one while it reads).", nil, nil)
 )
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descWorkers, descSlavesWanted, descSlavesRunning, descApplied, descLag, descHead, descLogBytes} {
+	for _, d := range []*prometheus.Desc{descWorkers, descSlavesWanted, descSlavesRunning, descApplied, descLag, descHead, descLogBytes, descLogConsumers} {
 		ch <- d
 	}
 }
@@ -579,5 +581,6 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descHead, prometheus.GaugeValue, float64(state.Last))
 		ch <- prometheus.MustNewConstMetric(descLogBytes, prometheus.GaugeValue, float64(state.Bytes))
+		ch <- prometheus.MustNewConstMetric(descLogConsumers, prometheus.GaugeValue, float64(state.Consumers))
 	}
 }

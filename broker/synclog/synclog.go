@@ -90,8 +90,9 @@ func (l *Log) Last(ctx context.Context) (uint64, error) {
 
 // State is the log's head and size.
 type State struct {
-	Last  uint64 // sequence of the newest entry
-	Bytes uint64 // stored, on the server's disk
+	Last      uint64 // sequence of the newest entry
+	Bytes     uint64 // stored, on the server's disk
+	Consumers int    // readers the server keeps for the stream
 }
 
 // State returns the log's head and size in one look.
@@ -100,7 +101,7 @@ func (l *Log) State(ctx context.Context) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("sync log info: %w", err)
 	}
-	return State{Last: info.State.LastSeq, Bytes: info.State.Bytes}, nil
+	return State{Last: info.State.LastSeq, Bytes: info.State.Bytes, Consumers: info.State.Consumers}, nil
 }
 
 // Get returns the entry at seq.
@@ -125,6 +126,22 @@ func batchBytes(nc *nats.Conn) int {
 	return max(MaxBatchBytes, int(nc.MaxPayload())+64<<10)
 }
 
+// ConsumerIdle is how long the server keeps the consumer of a reader that stopped without
+// deleting it.
+const ConsumerIdle = 30 * time.Second
+
+// deleteConsumer removes the server's consumer behind an ordered consumer once read.
+func (l *Log) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return // never fetched: the server has none
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	// Best effort: the inactivity threshold removes it anyway.
+	_ = l.stream.DeleteConsumer(ctx, info.Name)
+}
+
 // Read delivers the entries from seq from through to, in order, in batches of at most batch
 // entries and about MaxBatchBytes.
 func (l *Log) Read(ctx context.Context, from, to uint64, batch int, fn func([]Msg) error) error {
@@ -138,10 +155,16 @@ func (l *Log) Read(ctx context.Context, from, to uint64, batch int, fn func([]Ms
 		FilterSubjects: []string{Subject},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    from,
+		// A reader that dies leaves its consumer behind: the server drops it after this long.
+		InactiveThreshold: ConsumerIdle,
 	})
 	if err != nil {
 		return fmt.Errorf("read sync log from %d: %w", from, err)
 	}
+	// Every slave reads the log at least once a second: left to the inactivity threshold
+	// (5 minutes by default), their consumers pile up into the thousands until the server
+	// refuses new ones ("maximum consumers limit reached", seen in a 30-minute soak).
+	defer l.deleteConsumer(ctx, cons)
 	next := from
 	// How many entries to ask for next: as many as fit in MaxBatchBytes at the size of the
 	// entries read so far, so that neither thousands of large group entries nor a round trip

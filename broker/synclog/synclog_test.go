@@ -87,3 +87,27 @@ func TestReadBatchesByCountAndBytes(t *testing.T) {
 		t.Fatalf("%d batches for %d entries: small entries should come many at once", batches, len(want))
 	}
 }
+
+// A finished read leaves no consumer on the server: slaves read the log every second, and
+// consumers left behind reached the server's limit in a soak.
+func TestReadLeavesNoConsumer(t *testing.T) {
+	ctx := context.Background()
+	l := openLog(t)
+	for i := range 20 {
+		if _, err := l.Append(ctx, uint64(i), []byte(fmt.Sprintf("entry %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for from := uint64(1); from <= 20; from++ {
+		if err := l.Read(ctx, from, 20, 5, func([]synclog.Msg) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := l.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Consumers != 0 {
+		t.Fatalf("%d consumers left on the stream after 20 reads", st.Consumers)
+	}
+}

@@ -28,6 +28,7 @@ type SoakSample struct {
 	SlavesWanted int           `json:"slaves_wanted"`
 	LogHead      uint64        `json:"synclog_head_seq"`
 	LogBytes     uint64        `json:"synclog_bytes"`
+	LogReaders   int           `json:"synclog_consumers"`
 	RSSKiB       map[int]int64 `json:"rss_kib"` // by PID
 }
 
@@ -60,11 +61,11 @@ func (r *SoakReport) table(w io.Writer) {
 	r.Load.table(w)
 	fmt.Fprintf(w, "\nworkers over time (sampled every %s; cap: 1 master + %d slaves; peak %d workers):\n", r.SampleEvery, r.MaxSlaves, r.PeakWorkers)
 	t := &tableWriter{}
-	t.row("t s", "workers", "slaves wanted", "log head", "log MiB")
+	t.row("t s", "workers", "slaves wanted", "log head", "log MiB", "log readers")
 	step := max(len(r.Samples)/30, 1) // at most ~30 rows
 	for i, s := range r.Samples {
 		if i%step == 0 || i == len(r.Samples)-1 {
-			t.row(fmt.Sprintf("%.0f", s.Seconds), s.Workers, s.SlavesWanted, s.LogHead, fmt.Sprintf("%.1f", float64(s.LogBytes)/(1<<20)))
+			t.row(fmt.Sprintf("%.0f", s.Seconds), s.Workers, s.SlavesWanted, s.LogHead, fmt.Sprintf("%.1f", float64(s.LogBytes)/(1<<20)), s.LogReaders)
 		}
 	}
 	t.flush(w)
@@ -197,7 +198,8 @@ func (b *bencher) sample(ctx context.Context, start time.Time) (SoakSample, map[
 	s := SoakSample{Seconds: time.Since(start).Seconds(), Workers: len(ws), RSSKiB: map[int]int64{},
 		SlavesWanted: int(fams["rideshare_slaves_wanted"][""]),
 		LogHead:      uint64(fams["rideshare_synclog_head_seq"][""]),
-		LogBytes:     uint64(fams["rideshare_synclog_bytes"][""])}
+		LogBytes:     uint64(fams["rideshare_synclog_bytes"][""]),
+		LogReaders:   int(fams["rideshare_synclog_consumers"][""])}
 	who := map[int]string{}
 	for _, w := range ws {
 		who[w.PID] = w.Role

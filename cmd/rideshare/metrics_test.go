@@ -59,6 +59,7 @@ func specMetrics() []exportedMetric {
 			labels: []string{"worker", "role"}, services: orch},
 		exportedMetric{name: "rideshare_synclog_head_seq", typ: dto.MetricType_GAUGE, services: orch},
 		exportedMetric{name: "rideshare_synclog_bytes", typ: dto.MetricType_GAUGE, services: orch},
+		exportedMetric{name: "rideshare_synclog_consumers", typ: dto.MetricType_GAUGE, services: orch},
 		exportedMetric{name: "rideshare_synclog_acknowledged_seq", typ: dto.MetricType_GAUGE, services: orch},
 		exportedMetric{name: "rideshare_failovers_total", typ: dto.MetricType_COUNTER, services: orch},
 		exportedMetric{name: "rideshare_workers_lost_total", typ: dto.MetricType_COUNTER, services: orch},
