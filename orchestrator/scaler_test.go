@@ -159,20 +159,29 @@ func (b *syncBuffer) String() string {
 func mustScaler(tb testing.TB, api *dbAPI, interval time.Duration, edit func(*orchestrator.Scaler)) (pool, *syncBuffer) {
 	tb.Helper()
 	p := make(pool, 16)
+	return p, openScaler(tb, api, p, func(s *orchestrator.Scaler) {
+		s.Interval, s.Min, s.Slaves = interval, 1, 1
+		if edit != nil {
+			edit(s)
+		}
+	})
+}
+
+// openScaler opens a scaler of p counting api's reads, as edit sets it, logging to the buffer
+// it returns; it is closed when the test ends.
+func openScaler(tb testing.TB, api *dbAPI, p orchestrator.Pool, edit func(*orchestrator.Scaler)) *syncBuffer {
+	tb.Helper()
 	logs := &syncBuffer{}
 	s := &orchestrator.Scaler{
 		Pool: p, Reads: orchestrator.RegistryReads{Gatherer: api.reg}, Registry: api.reg,
-		Interval: interval, Min: 1, Slaves: 1,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
-	if edit != nil {
-		edit(s)
-	}
+	edit(s)
 	if err := s.Open(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { s.Close() })
-	return p, logs
+	return logs
 }
 
 // gathered is the value of the counter or gauge name, with label=value when label is set.
@@ -401,22 +410,14 @@ func (p *sizedPool) setRoom(n int, err error) {
 func mustSizedScaler(tb testing.TB, api *dbAPI, room int, edit func(*orchestrator.Scaler)) (*sizedPool, *syncBuffer) {
 	tb.Helper()
 	p := &sizedPool{pool: make(pool, 16), host: orchestrator.Host{CPUs: 2, MemTotal: 24 << 30, MemAvailable: 20 << 30}, room: room}
-	logs := &syncBuffer{}
-	s := &orchestrator.Scaler{
-		Pool: p, Reads: orchestrator.RegistryReads{Gatherer: api.reg}, Registry: api.reg,
+	return p, openScaler(tb, api, p, func(s *orchestrator.Scaler) {
 		// Long enough that the reads sent right after one decision (race detector included)
 		// all fall in the interval that decision started.
-		Interval: time.Second, Min: 1, Max: orchestrator.AutoMax, Step: 2, Slaves: 1,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}
-	if edit != nil {
-		edit(s)
-	}
-	if err := s.Open(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { s.Close() })
-	return p, logs
+		s.Interval, s.Min, s.Max, s.Step, s.Slaves = time.Second, 1, orchestrator.AutoMax, 2, 1
+		if edit != nil {
+			edit(s)
+		}
+	})
 }
 
 // readsEachInterval sends n reads right after each decision, so every interval counts n.
