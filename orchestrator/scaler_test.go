@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -383,9 +384,25 @@ func TestScalerRefusesBadSettings(t *testing.T) {
 	}
 }
 
+// countedReads is a read counter the test moves by hand: the reads of an interval are exactly
+// those added in it, however slow the machine (TestScalerInterval counts real HTTP reads).
+// looked is closed when the scaler first looks at the counter: reads counted before that
+// would count as before its start.
+type countedReads struct {
+	n      atomic.Int64
+	once   sync.Once
+	looked chan struct{}
+}
+
+func (c *countedReads) DBReads() (float64, error) {
+	c.once.Do(func() { close(c.looked) })
+	return float64(c.n.Load()), nil
+}
+
 // sizedPool is a pool on a machine of a given size, with the room it has now.
 type sizedPool struct {
 	pool
+	reads   countedReads
 	host    orchestrator.Host
 	mu      sync.Mutex
 	room    int
@@ -410,22 +427,28 @@ func (p *sizedPool) setRoom(n int, err error) {
 func mustSizedScaler(tb testing.TB, api *dbAPI, room int, edit func(*orchestrator.Scaler)) (*sizedPool, *syncBuffer) {
 	tb.Helper()
 	p := &sizedPool{pool: make(pool, 16), host: orchestrator.Host{CPUs: 2, MemTotal: 24 << 30, MemAvailable: 20 << 30}, room: room}
-	return p, openScaler(tb, api, p, func(s *orchestrator.Scaler) {
-		// Long enough that the reads sent right after one decision (race detector included)
-		// all fall in the interval that decision started.
-		s.Interval, s.Min, s.Max, s.Step, s.Slaves = time.Second, 1, orchestrator.AutoMax, 2, 1
+	p.reads.looked = make(chan struct{})
+	logs := openScaler(tb, api, p, func(s *orchestrator.Scaler) {
+		s.Reads = &p.reads
+		s.Interval, s.Min, s.Max, s.Step, s.Slaves = 500*time.Millisecond, 1, orchestrator.AutoMax, 2, 1
 		if edit != nil {
 			edit(s)
 		}
 	})
+	select {
+	case <-p.reads.looked: // the scaler is counting
+	case <-time.After(10 * time.Second):
+		tb.Fatal("the scaler never looked at its read counter")
+	}
+	return p, logs
 }
 
-// readsEachInterval sends n reads right after each decision, so every interval counts n.
-func readsEachInterval(t *testing.T, api *dbAPI, p *sizedPool, n, decisions int) []int {
+// readsEachInterval counts n reads right after each decision, so every interval counts n.
+func readsEachInterval(t *testing.T, p *sizedPool, n, decisions int) []int {
 	t.Helper()
 	var got []int
 	for range decisions {
-		api.reads(t, n)
+		p.reads.n.Add(int64(n))
 		got = append(got, p.next(t))
 	}
 	return got
@@ -435,7 +458,7 @@ func TestScalerStepBoundsScaleOut(t *testing.T) {
 	api := mustDBAPI(t)
 	p, logs := mustSizedScaler(t, api, 100, func(s *orchestrator.Scaler) { s.Max = 0 })
 	// 300 reads ask for 15 slaves: two more an interval, every interval.
-	if got := readsEachInterval(t, api, p, 300, 3); !slices.Equal(got, []int{3, 5, 7}) {
+	if got := readsEachInterval(t, p, 300, 3); !slices.Equal(got, []int{3, 5, 7}) {
 		t.Fatalf("300 reads an interval with step 2 from 1 slave: %v, want [3 5 7]", got)
 	}
 	if v := gathered(t, api.reg, "rideshare_scaler_capped_total", "reason", "step"); v != 3 {
@@ -453,7 +476,7 @@ func TestScalerStepBoundsScaleOut(t *testing.T) {
 func TestScalerCourseRuleHoldsWithinTheStep(t *testing.T) {
 	api := mustDBAPI(t)
 	p, logs := mustSizedScaler(t, api, 100, nil)
-	if got := readsEachInterval(t, api, p, 50, 1); got[0] != 3 {
+	if got := readsEachInterval(t, p, 50, 1); got[0] != 3 {
 		t.Fatalf("50 reads: %d slaves, want 3", got[0])
 	}
 	if strings.Contains(logs.String(), "scale-out capped") {
@@ -465,7 +488,7 @@ func TestScalerDefaultMaximumFromTheMachine(t *testing.T) {
 	api := mustDBAPI(t)
 	// 2 CPUs × 4 workers, less the master: 7 slaves, whatever the step.
 	p, logs := mustSizedScaler(t, api, 100, func(s *orchestrator.Scaler) { s.Step = 0 })
-	if got := readsEachInterval(t, api, p, 300, 1); got[0] != 7 {
+	if got := readsEachInterval(t, p, 300, 1); got[0] != 7 {
 		t.Fatalf("300 reads on 2 CPUs: %d slaves, want 7", got[0])
 	}
 	if v := gathered(t, api.reg, "rideshare_scaler_max_slaves", "", ""); v != 7 {
@@ -482,15 +505,15 @@ func TestScalerDefaultMaximumFromTheMachine(t *testing.T) {
 func TestScalerNeverOutgrowsTheRoom(t *testing.T) {
 	api := mustDBAPI(t)
 	p, logs := mustSizedScaler(t, api, 1, func(s *orchestrator.Scaler) { s.Step = 0 })
-	if got := readsEachInterval(t, api, p, 200, 1); got[0] != 2 {
+	if got := readsEachInterval(t, p, 200, 1); got[0] != 2 {
 		t.Fatalf("200 reads with room for 1 more worker: %d slaves, want 2", got[0])
 	}
 	p.setRoom(0, nil)
-	if got := readsEachInterval(t, api, p, 200, 1); got[0] != 2 {
+	if got := readsEachInterval(t, p, 200, 1); got[0] != 2 {
 		t.Fatalf("200 reads with no room: %d slaves, want 2 (no scale-out)", got[0])
 	}
 	p.setRoom(0, errors.New("meminfo unreadable"))
-	if got := readsEachInterval(t, api, p, 200, 1); got[0] != 2 {
+	if got := readsEachInterval(t, p, 200, 1); got[0] != 2 {
 		t.Fatalf("200 reads on a machine that cannot be measured: %d slaves, want 2", got[0])
 	}
 	if v := gathered(t, api.reg, "rideshare_scaler_capped_total", "reason", "room"); v != 3 {
