@@ -124,6 +124,8 @@ func (o *Orchestrator) Open(ctx context.Context) error {
 		o.ack(last)
 	}
 	o.sup = &supervisor{o: o, workers: map[string]*tracked{}, ghosts: map[string]time.Time{}, slaves: o.Slaves}
+	// The pool is exported whether or not a scaler runs.
+	metrics.Register(o.Registry, &poolCollector{o: o, headTimeout: time.Second})
 	if err := o.sup.adopt(ctx); err != nil {
 		return fmt.Errorf("adopt workers: %w", err)
 	}

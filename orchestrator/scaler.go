@@ -160,9 +160,8 @@ type Scaler struct {
 	Poll   time.Duration
 	Logger *slog.Logger
 
-	orch   *Orchestrator // for the pool metrics, when built by NewScaler
-	max    int           // Max, resolved
-	maxWhy string        // what set max
+	max    int    // Max, resolved
+	maxWhy string // what set max
 	once   sync.Once
 	m      *scalerMetrics
 	log    *slog.Logger
@@ -171,15 +170,13 @@ type Scaler struct {
 }
 
 // NewScaler returns a scaler for o, which must be open: it counts the reads of o's HTTP API
-// from o's registry, resizes o's slave pool, and exports its metrics and the pool's (workers
-// by role, applied sequence and lag per worker, sync-log head, slaves wanted and running) on
-// o's registry.
+// from o's registry, resizes o's slave pool, and exports its metrics on o's registry (the
+// pool's own — workers by role, applied sequence and lag, sync-log head — come from o).
 func NewScaler(o *Orchestrator) *Scaler {
 	return &Scaler{
 		Pool: o, Reads: RegistryReads{Gatherer: o.Registry}, Registry: o.Registry,
 		Interval: 2 * time.Minute, Min: 1, Max: AutoMax, Step: DefaultStep, Slaves: o.Slaves,
 		QueryTimeout: 5 * time.Second, Logger: slog.Default(),
-		orch: o,
 	}
 }
 
@@ -220,9 +217,6 @@ func (s *Scaler) init() {
 		}
 		for _, r := range []string{capMax, capStep, capRoom} {
 			s.m.capped.WithLabelValues(r)
-		}
-		if s.orch != nil {
-			metrics.Register(s.Registry, &poolCollector{o: s.orch, headTimeout: time.Second})
 		}
 	})
 }

@@ -205,6 +205,22 @@ func TestSupervisor(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs an in-process NATS server")
 	}
+	t.Run("the pool's metrics are exported without a scaler", func(t *testing.T) {
+		o, _ := mustSupervised(t, 1)
+		mfs, err := o.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, mf := range mfs {
+			names = append(names, mf.GetName())
+		}
+		for _, want := range []string{"rideshare_workers", "rideshare_slaves_wanted", "rideshare_worker_applied_seq"} {
+			if !slices.Contains(names, want) {
+				t.Errorf("no %s without a scaler: %v", want, names)
+			}
+		}
+	})
 	t.Run("a dead slave is replaced", func(t *testing.T) {
 		o, rt := mustSupervised(t, 2)
 		ws := o.Workers()
