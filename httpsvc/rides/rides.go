@@ -102,8 +102,9 @@ func (s *Service) init() {
 	}, []string{"outcome"}))
 	h := func(fn httpsvc.HandlerFunc) http.HandlerFunc { return httpsvc.Handle(s.log, fn) }
 
-	r := httpsvc.NewRouter(s.log)
-	r.Use(metrics.NewHTTP(ServiceName, s.Registry).Middleware, s.counter.Middleware)
+	// Ready when the database answers. The users service is not checked: the rides that are
+	// already there can be listed, shown and deleted without it.
+	r := httpsvc.NewServiceRouter(ServiceName, s.log, s.Registry, s.counter, s.DB)
 	r.Handle("/api/v1/rides", httpsvc.Methods{
 		http.MethodPost: h(s.create),
 		http.MethodGet:  h(s.list),
@@ -117,23 +118,7 @@ func (s *Service) init() {
 		http.MethodDelete: h(s.delete),
 	})
 	r.Handle("/api/v1/db/clear", httpsvc.Methods{http.MethodPost: h(s.clear)})
-	r.Handle("/api/v1/_count", httpsvc.Methods{
-		http.MethodGet:    s.count,
-		http.MethodDelete: s.resetCount,
-	})
-	r.Handle("/healthz", httpsvc.Methods{http.MethodGet: httpsvc.Healthz})
-	r.Handle("/readyz", httpsvc.Methods{http.MethodGet: httpsvc.Readyz(s.log, s.ready)})
-	r.Handle("/metrics", httpsvc.Methods{http.MethodGet: metrics.Handler(s.Registry).ServeHTTP})
 	s.handler = r
-}
-
-// ready checks that the database answers a cheap read. The users service is not checked: the
-// rides that are already there can be listed, shown and deleted without it.
-func (s *Service) ready(ctx context.Context) error {
-	if err := s.DB.Ping(ctx); err != nil {
-		return fmt.Errorf("database: %w", err)
-	}
-	return nil
 }
 
 // errNoUser answers a ride's user that the users service does not know.
@@ -514,15 +499,4 @@ func (s *Service) clear(w http.ResponseWriter, r *http.Request) error {
 	}
 	httpsvc.Empty(w, http.StatusOK)
 	return nil
-}
-
-// count is R8: GET /api/v1/_count → 200 [n].
-func (s *Service) count(w http.ResponseWriter, r *http.Request) {
-	httpsvc.JSON(w, http.StatusOK, []int64{s.counter.Count()})
-}
-
-// resetCount is R8: DELETE /api/v1/_count → 200 {}.
-func (s *Service) resetCount(w http.ResponseWriter, r *http.Request) {
-	s.counter.Reset()
-	httpsvc.Empty(w, http.StatusOK)
 }

@@ -69,8 +69,7 @@ func (s *Service) init() {
 	s.counter = metrics.NewRequestCounter(ServiceName, s.Registry)
 	h := func(fn httpsvc.HandlerFunc) http.HandlerFunc { return httpsvc.Handle(s.log, fn) }
 
-	r := httpsvc.NewRouter(s.log)
-	r.Use(metrics.NewHTTP(ServiceName, s.Registry).Middleware, s.counter.Middleware)
+	r := httpsvc.NewServiceRouter(ServiceName, s.log, s.Registry, s.counter, s.DB)
 	r.Handle("/api/v1/users", httpsvc.Methods{
 		http.MethodPut: h(s.create),
 		http.MethodGet: h(s.list),
@@ -80,22 +79,7 @@ func (s *Service) init() {
 		http.MethodDelete: h(s.delete),
 	})
 	r.Handle("/api/v1/db/clear", httpsvc.Methods{http.MethodPost: h(s.clear)})
-	r.Handle("/api/v1/_count", httpsvc.Methods{
-		http.MethodGet:    s.count,
-		http.MethodDelete: s.resetCount,
-	})
-	r.Handle("/healthz", httpsvc.Methods{http.MethodGet: httpsvc.Healthz})
-	r.Handle("/readyz", httpsvc.Methods{http.MethodGet: httpsvc.Readyz(s.log, s.ready)})
-	r.Handle("/metrics", httpsvc.Methods{http.MethodGet: metrics.Handler(s.Registry).ServeHTTP})
 	s.handler = r
-}
-
-// ready checks that the database answers a cheap read.
-func (s *Service) ready(ctx context.Context) error {
-	if err := s.DB.Ping(ctx); err != nil {
-		return fmt.Errorf("database: %w", err)
-	}
-	return nil
 }
 
 // create is U1: PUT /api/v1/users {"username", "password"} → 201 {}.
@@ -229,15 +213,4 @@ func (s *Service) clear(w http.ResponseWriter, r *http.Request) error {
 	}
 	httpsvc.Empty(w, http.StatusOK)
 	return nil
-}
-
-// count is U6: GET /api/v1/_count → 200 [n].
-func (s *Service) count(w http.ResponseWriter, r *http.Request) {
-	httpsvc.JSON(w, http.StatusOK, []int64{s.counter.Count()})
-}
-
-// resetCount is U7: DELETE /api/v1/_count → 200 {}.
-func (s *Service) resetCount(w http.ResponseWriter, r *http.Request) {
-	s.counter.Reset()
-	httpsvc.Empty(w, http.StatusOK)
 }
