@@ -30,6 +30,7 @@ type SoakSample struct {
 	LogBytes     uint64        `json:"synclog_bytes"`
 	LogReaders   int           `json:"synclog_consumers"`
 	RSSKiB       map[int]int64 `json:"rss_kib"` // by PID
+	hwmKiB       map[int]int64 // VmHWM by PID, read with RSSKiB
 }
 
 // SoakProcess is one process of the system over a soak run.
@@ -115,9 +116,7 @@ func (b *bencher) runSoak(ctx context.Context) (*SoakReport, error) {
 				samples = append(samples, s)
 				for pid, what := range who {
 					roles[pid] = what
-					if _, h := procStatus(pid); h > hwm[pid] {
-						hwm[pid] = h
-					}
+					hwm[pid] = max(hwm[pid], s.hwmKiB[pid])
 				}
 				mu.Unlock()
 			}
@@ -195,7 +194,7 @@ func (b *bencher) sample(ctx context.Context, start time.Time) (SoakSample, map[
 	if err != nil {
 		return SoakSample{}, nil, err
 	}
-	s := SoakSample{Seconds: time.Since(start).Seconds(), Workers: len(ws), RSSKiB: map[int]int64{},
+	s := SoakSample{Seconds: time.Since(start).Seconds(), Workers: len(ws), RSSKiB: map[int]int64{}, hwmKiB: map[int]int64{},
 		SlavesWanted: int(fams["rideshare_slaves_wanted"][""]),
 		LogHead:      uint64(fams["rideshare_synclog_head_seq"][""]),
 		LogBytes:     uint64(fams["rideshare_synclog_bytes"][""]),
@@ -209,8 +208,8 @@ func (b *bencher) sample(ctx context.Context, start time.Time) (SoakSample, map[
 	}
 	delete(who, os.Getpid())
 	for pid := range who {
-		if rss, _ := procStatus(pid); rss > 0 {
-			s.RSSKiB[pid] = rss
+		if rss, hwm := procStatus(pid); rss > 0 {
+			s.RSSKiB[pid], s.hwmKiB[pid] = rss, hwm
 		} else {
 			delete(who, pid) // not on this machine, or gone
 		}
