@@ -37,6 +37,9 @@ import (
 type Hooks struct {
 	// Exit ends worker id's process from outside the runtime, as a crash does.
 	Exit func(t *testing.T, rt orchestrator.Runtime, id string)
+	// Up waits until worker id is up: stopped now, it would shut down cleanly (its process
+	// handles the stop signal already). Nil: at once.
+	Up func(t *testing.T, rt orchestrator.Runtime, id string)
 	// Clean reports whether worker id, which has ended, shut down cleanly rather than being
 	// killed. It may wait for the answer. Nil: not checked.
 	Clean func(t *testing.T, rt orchestrator.Runtime, id string) bool
@@ -147,6 +150,9 @@ func (s *suite) stopIsClean(t *testing.T) {
 	rt := s.newRuntime(t)
 	mustStart(t, rt, "stop-a")
 	pb := mustStart(t, rt, "stop-b")
+	if s.h.Up != nil {
+		s.h.Up(t, rt, "stop-a")
+	}
 	if err := rt.Stop(context.Background(), "stop-a"); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
