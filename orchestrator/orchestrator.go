@@ -135,15 +135,15 @@ func (o *Orchestrator) Open(ctx context.Context) error {
 	return nil
 }
 
-// Close stops supervising. Workers keep running; the runtime decides their fate.
+// Close stops supervising and returns once nothing the orchestrator started runs any more: the
+// supervisor returns only after its scale-in stops and its watch have ended, so no stop
+// outlives the orchestrator. Workers keep running; the runtime decides their fate.
 func (o *Orchestrator) Close() error {
 	if o.cancel == nil {
 		return nil
 	}
 	o.cancel()
-	err := o.group.Wait()
-	o.sup.stops.Wait() // no scale-in stop outlives the orchestrator
-	return err
+	return o.group.Wait()
 }
 
 // WaitReady waits until a master and the wanted slaves are ready.

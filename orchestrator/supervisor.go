@@ -59,14 +59,17 @@ type supervisor struct {
 	// masterChange is closed when the master changes: writes in flight to a dead master
 	// are sent again at once instead of waiting out their try.
 	masterChange chan struct{}
-	// stops are the scale-in stops under way.
+	// stops are the scale-in stops under way; run waits for them.
 	stops sync.WaitGroup
 }
 
 func newID() string { return fmt.Sprintf("w%06x", rand.Uint32()&0xffffff) }
 
-// run reconciles on every coordination change and at least every Poll.
+// run reconciles on every coordination change and at least every Poll, until ctx ends. It
+// returns only after everything it started has ended: the scale-in stops, and the watch (the
+// coordinator closes its channel once the watch's goroutine is done).
 func (s *supervisor) run(ctx context.Context) error {
+	defer s.stops.Wait()
 	watch, err := s.o.Coord.Watch(ctx)
 	if err != nil {
 		return err
@@ -79,6 +82,8 @@ func (s *supervisor) run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			for range watch { // until closed
+			}
 			return nil
 		case <-watch:
 		case <-t.C:
@@ -190,7 +195,7 @@ func (s *supervisor) reconcile(ctx context.Context) error {
 	for _, id := range toStop {
 		s.o.Logger.Info("stopping slave (scale-in)", "worker", id)
 		// A clean stop takes up to the runtime's stop timeout: not inline, so supervision goes
-		// on; Orchestrator.Close waits for it.
+		// on; run (so Orchestrator.Close) waits for it.
 		s.stops.Go(func() {
 			if err := s.o.Runtime.Stop(context.WithoutCancel(ctx), id); err != nil {
 				s.o.Logger.Warn("stop slave", "worker", id, "err", err)
