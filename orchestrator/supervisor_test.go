@@ -37,17 +37,19 @@ type fleet struct {
 	silent map[int]bool
 	// holdStops, if set, makes a stopped worker wait for it to close before it leaves.
 	holdStops chan struct{}
+	// holdPromotion, while set, makes a designated worker wait for its promote channel to
+	// close before it takes the lock.
+	holdPromotion atomic.Bool
 
 	mu      sync.Mutex
 	workers map[string]*fake
 }
 
+// fake is one fake worker, for the test to act on and watch.
 type fake struct {
-	id       string
-	pid      int
-	k        *kvcoord.KV
 	ready    chan bool     // a new readiness to publish
 	pause    chan struct{} // pauses the worker: its session expires, its process runs on
+	promote  chan struct{} // see holdPromotion
 	stopping chan struct{} // closed when asked to stop cleanly
 	ended    chan struct{} // closed when the worker has returned
 	why      error         // why it returned (the context's cause), once ended
@@ -56,8 +58,8 @@ type fake struct {
 func (f *fleet) run(ctx context.Context, id string, pid int) error {
 	k := kvcoord.New(f.nc)
 	k.TTL, k.Logger = f.ttl, slog.New(slog.DiscardHandler)
-	w := &fake{id: id, pid: pid, k: k, ready: make(chan bool), pause: make(chan struct{}),
-		stopping: make(chan struct{}), ended: make(chan struct{})}
+	w := &fake{ready: make(chan bool), pause: make(chan struct{}),
+		promote: make(chan struct{}), stopping: make(chan struct{}), ended: make(chan struct{})}
 	silent := f.silent[pid-memrt.FirstPID+1]
 	f.mu.Lock()
 	f.workers[id] = w
@@ -111,7 +113,17 @@ func (f *fleet) run(ctx context.Context, id string, pid int) error {
 		if m.Role == coord.RoleMaster {
 			continue
 		}
-		if d, err := k.Designated(ctx); err == nil && d == id && k.AcquireMaster(ctx, id) == nil {
+		if d, err := k.Designated(ctx); err != nil || d != id {
+			continue
+		}
+		if f.holdPromotion.Load() {
+			select {
+			case <-w.promote:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		if k.AcquireMaster(ctx, id) == nil {
 			m.Role = coord.RoleMaster
 			_ = k.Update(ctx, m)
 		}
@@ -146,10 +158,10 @@ func (f *fleet) awaitEnd(t *testing.T, id string) error {
 // supOpts are a case's settings beyond the defaults.
 type supOpts struct {
 	ttl          time.Duration // coordination session timeout; 0: 1 s
-	ghostGrace   time.Duration // 0: 0 (a ghost is killed at the first round after it is seen)
+	ghostGrace   time.Duration // 0: a ghost is killed at the first round after it is seen
 	startTimeout time.Duration // 0: the orchestrator's default
 	silent       map[int]bool
-	holdStops    chan struct{}
+	holdStops    bool // a stopped worker leaves only once the test calls release
 	// wrap, if set, wraps the coordinator and runtime the orchestrator is given.
 	wrap func(c coord.Coordinator, rt Runtime) (coord.Coordinator, Runtime)
 }
@@ -164,6 +176,7 @@ type supervised struct {
 	c     *kvcoord.KV // the orchestrator's session
 	opts  supOpts
 	slave int // slaves wanted at the start
+	once  sync.Once
 }
 
 // mustSupervised opens a supervised pool of 1 master and slaves slaves and waits for it.
@@ -186,14 +199,28 @@ func mustSupervised(t *testing.T, slaves int, opts ...supOpts) *supervised {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	f := &fleet{nc: nc, ttl: op.ttl, silent: op.silent, holdStops: op.holdStops, workers: map[string]*fake{}}
+	f := &fleet{nc: nc, ttl: op.ttl, silent: op.silent, workers: map[string]*fake{}}
+	if op.holdStops {
+		f.holdStops = make(chan struct{})
+	}
 	rt := memrt.New(f.run)
 	t.Cleanup(func() { rt.Close() })
 	s := &supervised{rt: rt, fleet: f, nc: nc, opts: op, slave: slaves}
 	s.c = s.session(t)
 	s.o = s.open(t)
+	// Runs before the orchestrator's Close, should a test end with stops held.
+	t.Cleanup(s.release)
 	s.waitPool(t, slaves)
 	return s
+}
+
+// release lets the held stops end (holdStops).
+func (s *supervised) release() {
+	s.once.Do(func() {
+		if s.fleet.holdStops != nil {
+			close(s.fleet.holdStops)
+		}
+	})
 }
 
 // session opens an orchestrator's session with the coordinator.
@@ -331,7 +358,9 @@ var supervisorCases = []supCase{
 			}
 		}
 	}},
-	{name: "a dead slave is replaced", slaves: 2, run: func(t *testing.T, s *supervised) {
+	// The dead worker's session lives on for a minute in these cases: the supervisor learns
+	// of the death from the runtime's list, not from the coordinator.
+	{name: "a dead slave is replaced", slaves: 2, opts: supOpts{ttl: time.Minute}, run: func(t *testing.T, s *supervised) {
 		ws := s.o.Workers()
 		dead := roleOf(ws, coord.RoleSlave)[0]
 		master := roleOf(ws, coord.RoleMaster)[0]
@@ -358,12 +387,44 @@ var supervisorCases = []supCase{
 		ws := s.o.Workers()
 		master := roleOf(ws, coord.RoleMaster)[0]
 		lowest := roleOf(ws, coord.RoleSlave)[0]
+		failovers := counter(s.o.m.failovers)
 		if err := s.rt.Exit(master.ID); err != nil {
 			t.Fatal(err)
 		}
 		after := s.waitPool(t, 3, master.ID)
 		if m := roleOf(after, coord.RoleMaster)[0]; m.ID != lowest.ID {
 			t.Fatalf("new master %s (pid %d), want the lowest-PID slave %s (pid %d): %+v", m.ID, m.PID, lowest.ID, lowest.PID, after)
+		}
+		// Designated once, and given time to take the lock: not again at every round.
+		if n := counter(s.o.m.failovers) - failovers; n != 1 {
+			t.Fatalf("%v designations for one dead master", n)
+		}
+	}},
+	{name: "a designated slave is given time to take the lock", slaves: 2, run: func(t *testing.T, s *supervised) {
+		ws := s.o.Workers()
+		master := roleOf(ws, coord.RoleMaster)[0]
+		lowest := roleOf(ws, coord.RoleSlave)[0]
+		failovers := counter(s.o.m.failovers)
+		s.fleet.holdPromotion.Store(true)
+		if err := s.rt.Exit(master.ID); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.After(10 * time.Second)
+		for d, _ := s.c.Designated(context.Background()); d != lowest.ID; d, _ = s.c.Designated(context.Background()) {
+			select {
+			case <-s.rt.AfterLists(1):
+			case <-deadline:
+				t.Fatalf("designated %q, want the lowest-PID slave %s", d, lowest.ID)
+			}
+		}
+		s.rounds(t, 10) // it holds off meanwhile
+		if n := counter(s.o.m.failovers) - failovers; n != 1 {
+			t.Fatalf("%v designations while the designated slave took its time", n)
+		}
+		close(s.fleet.worker(t, lowest.ID).promote)
+		after := s.waitPool(t, 2, master.ID)
+		if m := roleOf(after, coord.RoleMaster)[0]; m.ID != lowest.ID {
+			t.Fatalf("new master %s, want the designated %s", m.ID, lowest.ID)
 		}
 	}},
 	{name: "a slave that has caught up is designated before a lower-PID one that has not", slaves: 2, run: func(t *testing.T, s *supervised) {
@@ -438,12 +499,23 @@ var supervisorCases = []supCase{
 			}
 		},
 	},
-	{name: "scale-in stops the highest-PID slaves and starts no replacement", slaves: 3, run: func(t *testing.T, s *supervised) {
+	{name: "scale-in stops the highest-PID slaves and starts no replacement", slaves: 3, opts: supOpts{holdStops: true}, run: func(t *testing.T, s *supervised) {
 		ws := s.o.Workers()
 		master := roleOf(ws, coord.RoleMaster)[0]
 		slaves := roleOf(ws, coord.RoleSlave)
 		startedBefore := s.started()
 		s.o.SetSlaves(1)
+		// A clean stop takes its time (a runtime's stop timeout): rounds go by meanwhile, in
+		// which the slaves being stopped are neither counted nor stopped again.
+		for _, w := range slaves[1:] {
+			select {
+			case <-s.fleet.worker(t, w.ID).stopping:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("slave %s not stopped in 10s", w.ID)
+			}
+		}
+		s.rounds(t, 5)
+		s.release()
 		after := s.waitPool(t, 1, slaves[1].ID, slaves[2].ID)
 		if m := roleOf(after, coord.RoleMaster)[0]; m.ID != master.ID {
 			t.Fatalf("scale-in changed the master from %s to %s", master.ID, m.ID)
@@ -574,42 +646,63 @@ func (c *heldCoord) Watch(ctx context.Context) (<-chan struct{}, error) {
 }
 
 // Close returns only once nothing the supervisor started runs any more: a scale-in stop that
-// takes its time, and the watch, are waited for.
+// takes its time, or the watch (its channel closed late), is waited for.
 func TestCloseWaitsForWhatTheSupervisorStarted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs an in-process NATS server")
 	}
-	release := make(chan struct{})
-	var hr *heldRuntime
-	var hc *heldCoord
-	s := mustSupervised(t, 2, supOpts{holdStops: release, wrap: func(c coord.Coordinator, rt Runtime) (coord.Coordinator, Runtime) {
-		hc, hr = &heldCoord{Coordinator: c, release: release}, &heldRuntime{Runtime: rt}
-		return hc, hr
-	}})
-	victim := roleOf(s.o.Workers(), coord.RoleSlave)[1]
-	s.o.SetSlaves(1)
-	w := s.fleet.worker(t, victim.ID)
-	select {
-	case <-w.stopping:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no scale-in stop in 10s")
-	}
-	// Both wait for release now. It comes late, so that a Close that does not wait for them
-	// returns first: then the counts below are not 0.
-	time.AfterFunc(200*time.Millisecond, func() { close(release) })
-	if err := s.o.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if n := hr.calls.Load(); n != 0 {
-		t.Errorf("%d runtime calls under way after Close", n)
-	}
-	if n := hc.watches.Load(); n != 0 {
-		t.Errorf("%d watches open after Close", n)
-	}
-	select {
-	case <-w.ended:
-	default:
-		t.Error("the stopped slave still shuts down after Close")
+	for _, holdWatch := range []bool{false, true} {
+		name := "a scale-in stop under way"
+		if holdWatch {
+			name = "the watch"
+		}
+		t.Run(name, func(t *testing.T) {
+			watchEnds := make(chan struct{})
+			if !holdWatch {
+				close(watchEnds)
+			}
+			var hr *heldRuntime
+			var hc *heldCoord
+			s := mustSupervised(t, 2, supOpts{holdStops: !holdWatch, wrap: func(c coord.Coordinator, rt Runtime) (coord.Coordinator, Runtime) {
+				hc, hr = &heldCoord{Coordinator: c, release: watchEnds}, &heldRuntime{Runtime: rt}
+				return hc, hr
+			}})
+			var w *fake
+			if !holdWatch {
+				victim := roleOf(s.o.Workers(), coord.RoleSlave)[1]
+				s.o.SetSlaves(1)
+				w = s.fleet.worker(t, victim.ID)
+				select {
+				case <-w.stopping:
+				case <-time.After(10 * time.Second):
+					t.Fatal("no scale-in stop in 10s")
+				}
+			}
+			// What is held is let go late, so that a Close that does not wait for it returns
+			// first: then the counts below are not 0.
+			time.AfterFunc(200*time.Millisecond, func() {
+				s.release()
+				if holdWatch {
+					close(watchEnds)
+				}
+			})
+			if err := s.o.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if n := hr.calls.Load(); n != 0 {
+				t.Errorf("%d runtime calls under way after Close", n)
+			}
+			if n := hc.watches.Load(); n != 0 {
+				t.Errorf("%d watches open after Close", n)
+			}
+			if w != nil {
+				select {
+				case <-w.ended:
+				default:
+					t.Error("the stopped slave still shuts down after Close")
+				}
+			}
+		})
 	}
 }
 
