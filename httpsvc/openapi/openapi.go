@@ -175,7 +175,10 @@ func parse(raw []byte) (*index, error) {
 			}
 			codes := map[string]bool{}
 			for code := range op.Responses {
-				codes[strings.ToUpper(code)] = true
+				if code != "default" {
+					code = strings.ToUpper(code) // a range may be written 4xx
+				}
+				codes[code] = true
 			}
 			p.ops[strings.ToUpper(m)] = codes
 		}
