@@ -234,6 +234,8 @@ func usersRidesCases() []apiCase {
 		{to: usersDirect, method: "POST", path: "/api/v1/db/clear", want: 200},
 		{to: gw, method: "GET", path: "/api/v1/users/alice", want: 404},
 	}
+	// The gateway does not route the documents (SPEC §2: nothing else is routed).
+	c = append(c, apiCase{to: gw, method: "GET", path: "/openapi.json", want: 404})
 	// _count and the operational routes of both services (TestAPICountArithmetic, TestAPIHealth)
 	for _, to := range []int{usersDirect, ridesDirect} {
 		c = append(c,

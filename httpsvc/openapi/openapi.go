@@ -8,7 +8,10 @@
 // exactly its methods and nothing else is; each document is a valid OpenAPI 3 document; and
 // every status the contract tests expect is one the document declares (Declares).
 //
-// The package imports nothing of the project, so every service can serve its document.
+// Each service serves its own document on its own address. The gateway routes none of them:
+// GET /openapi.json through it is a 404, since it routes only /api/v1/users* and
+// /api/v1/rides* (SPEC §2), and the users and rides documents say which of their paths it
+// routes. The package imports nothing of the project, so every service can serve its document.
 package openapi
 
 import (
