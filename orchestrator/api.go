@@ -19,6 +19,7 @@ import (
 
 	"github.com/rideshare/rideshare/broker"
 	"github.com/rideshare/rideshare/httpsvc"
+	"github.com/rideshare/rideshare/httpsvc/openapi"
 	"github.com/rideshare/rideshare/metrics"
 )
 
@@ -82,6 +83,7 @@ func (o *Orchestrator) Handler() http.Handler {
 		return httpsvc.Methods{http.MethodPost: o.requireToken(h).ServeHTTP}
 	}
 	r.Handle("/metrics", get(metrics.Handler(o.Registry).ServeHTTP))
+	r.Handle("/openapi.json", get(openapi.Handler(openapi.Orchestrator)))
 	r.Handle("/healthz", get(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
