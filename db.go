@@ -129,6 +129,11 @@ type Read struct {
 	Consistency string   `json:"consistency,omitempty"`
 	// MinSeq is set by the orchestrator: the slave answers only once it has applied this far.
 	MinSeq uint64 `json:"min_seq,omitempty"`
+	// Backup asks the slave, once it has applied MinSeq, for a consistent copy of its
+	// database, stored as the newest snapshot, instead of rows; the reply's Seq is the
+	// sequence the copy holds. Set by the orchestrator's backup endpoint only: a client's read
+	// carrying it is refused.
+	Backup bool `json:"backup,omitempty"`
 }
 
 // Result answers a write.
@@ -248,6 +253,9 @@ func validateWrite(w Write, allowAuto, allowBatch bool) error {
 
 // ValidateRead checks a query against the schema.
 func ValidateRead(r Read) error {
+	if r.Backup {
+		return Invalid("backup is not a read: use GET /api/v1/db/backup")
+	}
 	_, _, err := SelectSQL(r)
 	return err
 }

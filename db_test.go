@@ -41,6 +41,7 @@ func TestValidateRefusesBadOperations(t *testing.T) {
 		"negative limit":   {Table: "users", Limit: -1},
 		"bad consistency":  {Table: "users", Consistency: "linearizable"},
 		"count with cols":  {Table: "users", Count: true, Columns: []string{"username"}},
+		"backup by client": {Table: "users", Backup: true},
 	}
 	for name, r := range reads {
 		t.Run("read "+name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rideshare/rideshare/httpsvc/openapi"
 	"github.com/rideshare/rideshare/metrics"
 )
 
@@ -20,8 +21,10 @@ type Pinger interface {
 
 // NewServiceRouter is the skeleton the users and rides services share: the router of
 // NewRouter with the metrics and request-count middleware, GET/DELETE /api/v1/_count,
-// /healthz, /readyz (ready when db answers its ping) and /metrics. The service adds its routes.
-func NewServiceRouter(name string, log *slog.Logger, reg *prometheus.Registry, counter *metrics.RequestCounter, db Pinger) *chi.Mux {
+// /healthz, /readyz (ready when db answers its ping), /metrics and GET /openapi.json serving
+// doc, the service's OpenAPI document (taken here so that no service can go without one).
+// The service adds its routes.
+func NewServiceRouter(name string, log *slog.Logger, reg *prometheus.Registry, counter *metrics.RequestCounter, db Pinger, doc *openapi.Doc) *chi.Mux {
 	r := NewRouter(log)
 	r.Use(metrics.NewHTTP(name, reg).Middleware, counter.Middleware)
 	r.Handle("/api/v1/_count", Methods{
@@ -41,5 +44,6 @@ func NewServiceRouter(name string, log *slog.Logger, reg *prometheus.Registry, c
 		return nil
 	})})
 	r.Handle("/metrics", Methods{http.MethodGet: metrics.Handler(reg).ServeHTTP})
+	r.Handle("/openapi.json", Methods{http.MethodGet: openapi.Handler(doc)})
 	return r
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rideshare/rideshare/broker"
 	"github.com/rideshare/rideshare/httpsvc"
+	"github.com/rideshare/rideshare/httpsvc/openapi"
 	"github.com/rideshare/rideshare/metrics"
 )
 
@@ -82,6 +83,7 @@ func (o *Orchestrator) Handler() http.Handler {
 		return httpsvc.Methods{http.MethodPost: o.requireToken(h).ServeHTTP}
 	}
 	r.Handle("/metrics", get(metrics.Handler(o.Registry).ServeHTTP))
+	r.Handle("/openapi.json", get(openapi.Handler(openapi.Orchestrator)))
 	r.Handle("/healthz", get(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
@@ -95,6 +97,7 @@ func (o *Orchestrator) Handler() http.Handler {
 	r.Handle("/api/v1/db/write", post(o.handleWrite))
 	r.Handle("/api/v1/db/read", post(o.handleRead))
 	r.Handle("/api/v1/db/clear", post(o.handleClear))
+	r.Handle("/api/v1/db/backup", httpsvc.Methods{http.MethodGet: o.requireToken(http.HandlerFunc(o.handleBackup)).ServeHTTP})
 	r.Handle("/api/v1/crash/master", post(o.handleCrashMaster))
 	r.Handle("/api/v1/crash/slave", post(o.handleCrashSlave))
 	r.Handle("/api/v1/worker/list", get(func(w http.ResponseWriter, _ *http.Request) {
@@ -103,6 +106,10 @@ func (o *Orchestrator) Handler() http.Handler {
 			pids = append(pids, wi.PID)
 		}
 		writeJSON(w, http.StatusOK, pids)
+	}))
+	r.Handle("/api/v1/status", get(func(w http.ResponseWriter, r *http.Request) {
+		st, err := o.Status(r.Context())
+		o.respond(w, r, st, err)
 	}))
 	r.Handle("/api/v1/workers", get(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, o.Workers())
@@ -168,6 +175,7 @@ func (o *Orchestrator) Write(ctx context.Context, op rideshare.Write) (rideshare
 	res, err := o.write(ctx, op)
 	o.m.dbLatency.WithLabelValues("write").Observe(time.Since(start).Seconds())
 	o.m.dbRequests.WithLabelValues("write", outcome(err)).Inc()
+	o.served[servedWrites].Add(1)
 	return res, err
 }
 
@@ -317,6 +325,7 @@ func (o *Orchestrator) Read(ctx context.Context, q rideshare.Read) (json.RawMess
 	rows, seq, err := o.read(ctx, q)
 	o.m.dbLatency.WithLabelValues("read").Observe(time.Since(start).Seconds())
 	o.m.dbRequests.WithLabelValues("read", outcome(err)).Inc()
+	o.served[servedReads].Add(1)
 	return rows, seq, err
 }
 

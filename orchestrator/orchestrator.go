@@ -77,6 +77,10 @@ type Orchestrator struct {
 	ReadAttempt time.Duration
 	// AdminToken, if set, is required as a bearer token on the database and crash APIs.
 	AdminToken string
+	// Snapshots, if set, is the store slaves copy the database to; it makes backups possible.
+	Snapshots SnapshotSource
+	// Name and URL identify this node in the status view (default: the host name, none).
+	Name, URL string
 	// Poll is how often the supervisor reconciles without a coordination event.
 	Poll time.Duration
 	// StartTimeout is how long a new worker may take to join before it is replaced.
@@ -88,6 +92,8 @@ type Orchestrator struct {
 	GhostGrace time.Duration
 
 	lastAck atomic.Uint64
+	events  eventLog
+	served  [2]atomic.Uint64 // db reads and writes answered, for the status view's rates
 	m       *orchMetrics
 	sup     *supervisor
 	cancel  context.CancelFunc

@@ -7,13 +7,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/rideshare/rideshare"
 	"log/slog"
 	"os"
 	"strconv"
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rideshare/rideshare"
 	"github.com/rideshare/rideshare/broker"
 	"github.com/rideshare/rideshare/broker/coord"
 	"github.com/rideshare/rideshare/broker/synclog"
@@ -25,12 +27,21 @@ import (
 // coordination session ended). The process exits; the orchestrator replaces it.
 var ErrSteppedDown = errors.New("stepped down")
 
+// Log is the part of the sync log a worker uses: *synclog.Log, or an in-memory log in tests.
+type Log interface {
+	// Append adds data after expectLast, failing with synclog.ErrFenced if the log has moved
+	// past it (another master appended).
+	Append(ctx context.Context, expectLast uint64, data []byte) (uint64, error)
+	Last(ctx context.Context) (uint64, error)
+	Read(ctx context.Context, from, to uint64, batch int, fn func([]synclog.Msg) error) error
+}
+
 // Worker is one database worker.
 type Worker struct {
 	ID     string
 	Store  *store.Store
 	Broker broker.Broker
-	Log    *synclog.Log
+	Log    Log
 	Coord  coord.Coordinator
 	Logger *slog.Logger
 	// ReadWait bounds how long a read waits for this slave to apply the read's min_seq.
@@ -44,14 +55,16 @@ type Worker struct {
 	WriteConcurrency int
 	// MaxGroup bounds the writes committed together.
 	MaxGroup int
+	// PollEvery is how often a slave reads the log for anything syncQ missed (syncQ is best
+	// effort), and how often any worker publishes its applied sequence.
+	PollEvery time.Duration
 	// Snapshots, if set, is where a slave stores a copy of its database every SnapshotEvery
 	// applied entries, for new workers to start from (see Restore).
 	Snapshots     *snapshot.Store
 	SnapshotEvery uint64
 
-	bg           sync.WaitGroup // what Run started and waits for: commit loop, snapshot uploads
-	snapshotting sync.Mutex     // held while a snapshot is taken
-	lastSnapshot uint64         // sequence of the newest snapshot known; under snapshotting
+	snapshotting sync.Mutex // held while a snapshot is taken
+	lastSnapshot uint64     // sequence of the newest snapshot known; under snapshotting
 
 	entries chan store.Entry // from syncQ
 	pull    chan struct{}    // a read found a gap: catch up from the log now
@@ -65,21 +78,22 @@ type Worker struct {
 }
 
 // New returns a worker with default settings.
-func New(id string, st *store.Store, b broker.Broker, log *synclog.Log, c coord.Coordinator) *Worker {
+func New(id string, st *store.Store, b broker.Broker, log Log, c coord.Coordinator) *Worker {
 	return &Worker{
 		ID: id, Store: st, Broker: b, Log: log, Coord: c, Logger: slog.Default(),
 		ReadWait: 3 * time.Second, ReadConcurrency: 8, CatchUpBatch: 2000,
-		WriteConcurrency: 64, MaxGroup: 256, SnapshotEvery: DefaultSnapshotEvery,
+		WriteConcurrency: 64, MaxGroup: 256, PollEvery: time.Second, SnapshotEvery: DefaultSnapshotEvery,
 	}
 }
 
-// Run serves until ctx ends (nil) or the worker must exit (an error). It returns only after
-// every goroutine it started (the master's commit loop, a snapshot upload) has ended, so the
-// caller may close the store at once: no group commit is left half done.
+// Run serves until ctx ends (nil) or the worker must exit (an error). A worker has two roles,
+// in the shape of litefs's lease monitor: it starts as a slave (runAsSlave) and, once
+// designated and holding the master lock, becomes the master (runAsMaster) until it loses
+// the role; a master never goes back to being a slave: it exits and is replaced. Each role
+// owns its goroutines under a context that ends with the role, so Run returns only after
+// everything it started has ended, and the caller may close the store at once: no group
+// commit is left half done.
 func (w *Worker) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer w.bg.Wait() // runs after cancel: deferred calls run last first
-	defer cancel()
 	w.Logger = w.Logger.With("component", "worker", "worker", w.ID)
 	w.entries = make(chan store.Entry, 1<<16)
 	w.pull = make(chan struct{}, 1)
@@ -90,43 +104,145 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.Coord.Join(ctx, w.member()); err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
+	promoted, err := w.runAsSlave(ctx)
+	if err != nil || !promoted {
+		return err
+	}
+	return w.runAsMaster(ctx)
+}
+
+// runAsSlave is the slave role: it applies syncQ and the log, answers reads and takes
+// snapshots until ctx ends (false), this worker took the master lock (true) or it must exit
+// (an error). What it started (its subscriptions, a snapshot upload) has ended when it
+// returns, so a promoted worker answers no read while it becomes master.
+func (w *Worker) runAsSlave(ctx context.Context) (promoted bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var g errgroup.Group
+	defer g.Wait() // runs after cancel: deferred calls run last first
+	defer cancel()
+
 	// Subscribe before catching up, so nothing committed meanwhile is missed: entries that
 	// arrive while the log is replayed wait in the channel and are skipped if already applied.
 	syncSub, err := w.Broker.SubscribeSync(ctx, w.onSync)
 	if err != nil {
-		return err
+		return false, err
 	}
-	defer func() { syncSub.Stop() }()
+	defer syncSub.Stop()
 	if err := w.catchUp(ctx, 0); err != nil {
-		return fmt.Errorf("catch up: %w", err)
+		return false, fmt.Errorf("catch up: %w", err)
 	}
 	readSub, err := w.Broker.Consume(ctx, broker.ReadQ, w.ReadConcurrency, w.handleRead)
 	if err != nil {
-		return err
+		return false, err
 	}
-	defer func() {
-		if readSub != nil {
-			readSub.Stop()
-		}
-	}()
+	defer readSub.Stop()
 	w.setReady(true)
 	if err := w.publish(ctx); err != nil {
-		return err
+		return false, err
 	}
 	w.Logger.Info("slave ready", "applied_seq", w.Store.Applied())
 
 	watch, err := w.Coord.Watch(ctx)
 	if err != nil {
+		return false, err
+	}
+	tick := time.NewTicker(w.PollEvery)
+	defer tick.Stop()
+	lastPublished := w.Store.Applied()
+	for {
+		select {
+		case <-ctx.Done():
+			return false, nil
+		case <-w.Coord.Lost():
+			return false, fmt.Errorf("%w: coordination session lost", ErrSteppedDown)
+		case e := <-w.entries:
+			if err := w.applyFromSync(ctx, e); err != nil {
+				return false, err
+			}
+		case <-w.pull:
+			if err := w.catchUp(ctx, 0); err != nil {
+				w.Logger.Warn("catch up failed", "err", err)
+			}
+		case <-watch:
+			if w.takeMasterLock(ctx) {
+				return true, nil
+			}
+		case <-tick.C:
+			// syncQ is best effort: look at the log for anything missed.
+			if err := w.catchUp(ctx, 0); err != nil {
+				w.Logger.Warn("catch up failed", "err", err)
+			}
+			if w.takeMasterLock(ctx) {
+				return true, nil
+			}
+			w.maybeSnapshot(ctx, &g)
+			if a := w.Store.Applied(); a != lastPublished {
+				lastPublished = a
+				if err := w.publish(ctx); err != nil {
+					w.Logger.Warn("publish state", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// takeMasterLock reports whether this worker is designated and now holds the master lock.
+func (w *Worker) takeMasterLock(ctx context.Context) bool {
+	id, err := w.Coord.Designated(ctx)
+	if err != nil || id != w.ID {
+		return false
+	}
+	switch err := w.Coord.AcquireMaster(ctx, w.ID); {
+	case errors.Is(err, coord.ErrHeld):
+		return false
+	case err != nil:
+		w.Logger.Warn("take master lock", "err", err)
+		return false
+	}
+	return true
+}
+
+// runAsMaster is the master role, entered holding the master lock: it reads the log to its
+// end, appends a promotion marker (fencing any deposed master) and takes writes until ctx
+// ends (nil) or the role is lost (ErrSteppedDown: fenced by the log, or the coordination
+// session ended). Its commit loop has ended when it returns.
+func (w *Worker) runAsMaster(ctx context.Context) error {
+	w.Logger.Info("promoting to master", "applied_seq", w.Store.Applied())
+	if err := w.catchUp(ctx, 0); err != nil {
+		return fmt.Errorf("promote: catch up: %w", err)
+	}
+	if _, err := w.Store.Promote(ctx, w.ID, w.appendLog(ctx, nil)); err != nil {
+		if errors.Is(err, synclog.ErrFenced) {
+			// Someone appended after our catch-up: that master is alive; let it be.
+			return fmt.Errorf("%w: %v", ErrSteppedDown, err)
+		}
+		return fmt.Errorf("promote: %w", err)
+	}
+	w.mu.Lock()
+	w.role = coord.RoleMaster
+	w.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(ctx)
+	var g errgroup.Group
+	defer g.Wait()
+	defer cancel()
+	w.writes = make(chan writeReq, w.WriteConcurrency)
+	g.Go(func() error { w.commitLoop(ctx); return nil })
+	// Say so before taking the first write, so that the orchestrator can list this worker as
+	// master by the time it acknowledges one.
+	if err := w.publish(ctx); err != nil {
+		w.Logger.Warn("publish state", "err", err)
+	}
+	writeSub, err := w.Broker.Consume(ctx, broker.WriteQ, w.WriteConcurrency, w.handleWrite)
+	if err != nil {
 		return err
 	}
-	tick := time.NewTicker(time.Second)
+	// Stopped first, while the commit loop still runs: writes already taken are answered.
+	defer writeSub.Stop()
+	w.Logger.Info("master ready", "applied_seq", w.Store.Applied())
+
+	tick := time.NewTicker(w.PollEvery)
 	defer tick.Stop()
-	var writeSub broker.Subscription
-	defer func() {
-		if writeSub != nil {
-			writeSub.Stop()
-		}
-	}()
 	lastPublished := w.Store.Applied()
 	for {
 		select {
@@ -136,49 +252,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			return fmt.Errorf("%w: coordination session lost", ErrSteppedDown)
 		case err := <-w.fenced:
 			return err
-		case e := <-w.entries:
-			if w.isMaster() {
-				continue
-			}
-			if err := w.applyFromSync(ctx, e); err != nil {
-				return err
-			}
-		case <-w.pull:
-			if err := w.catchUp(ctx, 0); err != nil {
-				w.Logger.Warn("catch up failed", "err", err)
-			}
-		case <-watch:
-			if w.isMaster() {
-				continue
-			}
-			sub, err := w.maybePromote(ctx)
-			if err != nil {
-				return err
-			}
-			if sub != nil {
-				writeSub = sub
-				syncSub.Stop()
-				readSub.Stop()
-				readSub = nil
-			}
 		case <-tick.C:
-			if !w.isMaster() {
-				// syncQ is best effort: look at the log once a second for anything missed.
-				if err := w.catchUp(ctx, 0); err != nil {
-					w.Logger.Warn("catch up failed", "err", err)
-				}
-				if sub, err := w.maybePromote(ctx); err != nil {
-					return err
-				} else if sub != nil {
-					writeSub = sub
-					syncSub.Stop()
-					readSub.Stop()
-					readSub = nil
-				}
-			}
-			if !w.isMaster() {
-				w.maybeSnapshot(ctx)
-			}
 			if a := w.Store.Applied(); a != lastPublished {
 				lastPublished = a
 				if err := w.publish(ctx); err != nil {
@@ -345,6 +419,9 @@ func (w *Worker) handleRead(ctx context.Context, body []byte) []byte {
 	if err := decode(body, &r, true); err != nil {
 		return marshal(rideshare.ReadReply{Error: "malformed read: " + err.Error(), Kind: rideshare.KindInvalid})
 	}
+	if r.Backup {
+		return w.backup(ctx, r.MinSeq)
+	}
 	if r.Consistency != rideshare.Eventual && r.MinSeq > w.Store.Applied() {
 		if !w.waitApplied(ctx, r.MinSeq) {
 			return marshal(rideshare.ReadReply{Error: fmt.Sprintf("slave %s has applied %d, behind the read's %d", w.ID, w.Store.Applied(), r.MinSeq), Kind: rideshare.KindRetry})
@@ -361,50 +438,6 @@ func (w *Worker) handleRead(ctx context.Context, body []byte) []byte {
 	out = append(out, `,"seq":`...)
 	out = strconv.AppendUint(out, seq, 10)
 	return append(out, '}')
-}
-
-// maybePromote takes the master role if the orchestrator designated this worker and the lock
-// is free: it reads the log to its end, appends a promotion marker (fencing any deposed
-// master) and starts taking writes.
-func (w *Worker) maybePromote(ctx context.Context) (broker.Subscription, error) {
-	id, err := w.Coord.Designated(ctx)
-	if err != nil || id != w.ID {
-		return nil, nil
-	}
-	switch err := w.Coord.AcquireMaster(ctx, w.ID); {
-	case errors.Is(err, coord.ErrHeld):
-		return nil, nil
-	case err != nil:
-		w.Logger.Warn("take master lock", "err", err)
-		return nil, nil
-	}
-	w.Logger.Info("promoting to master", "applied_seq", w.Store.Applied())
-	if err := w.catchUp(ctx, 0); err != nil {
-		return nil, fmt.Errorf("promote: catch up: %w", err)
-	}
-	if _, err := w.Store.Promote(ctx, w.ID, w.appendLog(ctx, nil)); err != nil {
-		if errors.Is(err, synclog.ErrFenced) {
-			// Someone appended after our catch-up: read again on the next round.
-			return nil, fmt.Errorf("%w: %v", ErrSteppedDown, err)
-		}
-		return nil, fmt.Errorf("promote: %w", err)
-	}
-	w.mu.Lock()
-	w.role = coord.RoleMaster
-	w.mu.Unlock()
-	w.writes = make(chan writeReq, w.WriteConcurrency)
-	w.bg.Go(func() { w.commitLoop(ctx) })
-	// Say so before taking the first write, so that the orchestrator can list this worker as
-	// master by the time it acknowledges one.
-	if err := w.publish(ctx); err != nil {
-		w.Logger.Warn("publish state", "err", err)
-	}
-	sub, err := w.Broker.Consume(ctx, broker.WriteQ, w.WriteConcurrency, w.handleWrite)
-	if err != nil {
-		return nil, err
-	}
-	w.Logger.Info("master ready", "applied_seq", w.Store.Applied())
-	return sub, nil
 }
 
 // appendLog returns the function Store.Execute calls to make an entry durable; resolved, if

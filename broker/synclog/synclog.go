@@ -47,14 +47,7 @@ func Open(ctx context.Context, nc *nats.Conn, create bool) (*Log, error) {
 	}
 	var s jetstream.Stream
 	if create {
-		s, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name:      Stream,
-			Subjects:  []string{Subject},
-			Storage:   jetstream.FileStorage,
-			Retention: jetstream.LimitsPolicy,
-			Discard:   jetstream.DiscardOld,
-			Replicas:  1,
-		})
+		s, err = js.CreateOrUpdateStream(ctx, streamConfig(0))
 	} else {
 		s, err = js.Stream(ctx, Stream)
 	}
@@ -62,6 +55,34 @@ func Open(ctx context.Context, nc *nats.Conn, create bool) (*Log, error) {
 		return nil, fmt.Errorf("open stream %s: %w", Stream, err)
 	}
 	return &Log{js: js, stream: s, maxBytes: batchBytes(nc)}, nil
+}
+
+// Create makes a new, empty log whose first entry will have sequence after+1, for a
+// deployment restored from a backup holding the log up to after: the restored database's
+// applied sequence and the log's last one agree, so the first master's fenced append works
+// and no entry is numbered twice. It fails if the log exists.
+func Create(ctx context.Context, nc *nats.Conn, after uint64) (*Log, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	s, err := js.CreateStream(ctx, streamConfig(after+1))
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", Stream, err)
+	}
+	return &Log{js: js, stream: s, maxBytes: batchBytes(nc)}, nil
+}
+
+func streamConfig(firstSeq uint64) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:      Stream,
+		Subjects:  []string{Subject},
+		Storage:   jetstream.FileStorage,
+		Retention: jetstream.LimitsPolicy,
+		Discard:   jetstream.DiscardOld,
+		Replicas:  1,
+		FirstSeq:  firstSeq,
+	}
 }
 
 // Append stores data as the entry right after expectLast and returns its sequence. It returns

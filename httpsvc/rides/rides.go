@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rideshare/rideshare/httpsvc"
+	"github.com/rideshare/rideshare/httpsvc/openapi"
 	"github.com/rideshare/rideshare/metrics"
 	"github.com/rideshare/rideshare/orchestrator/client"
 )
@@ -104,7 +105,7 @@ func (s *Service) init() {
 
 	// Ready when the database answers. The users service is not checked: the rides that are
 	// already there can be listed, shown and deleted without it.
-	r := httpsvc.NewServiceRouter(ServiceName, s.log, s.Registry, s.counter, s.DB)
+	r := httpsvc.NewServiceRouter(ServiceName, s.log, s.Registry, s.counter, s.DB, openapi.Rides)
 	r.Handle("/api/v1/rides", httpsvc.Methods{
 		http.MethodPost: h(s.create),
 		http.MethodGet:  h(s.list),

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rideshare/rideshare/httpsvc"
+	"github.com/rideshare/rideshare/httpsvc/openapi"
 	"github.com/rideshare/rideshare/metrics"
 	"github.com/rideshare/rideshare/orchestrator/client"
 )
@@ -69,7 +70,7 @@ func (s *Service) init() {
 	s.counter = metrics.NewRequestCounter(ServiceName, s.Registry)
 	h := func(fn httpsvc.HandlerFunc) http.HandlerFunc { return httpsvc.Handle(s.log, fn) }
 
-	r := httpsvc.NewServiceRouter(ServiceName, s.log, s.Registry, s.counter, s.DB)
+	r := httpsvc.NewServiceRouter(ServiceName, s.log, s.Registry, s.counter, s.DB, openapi.Users)
 	r.Handle("/api/v1/users", httpsvc.Methods{
 		http.MethodPut: h(s.create),
 		http.MethodGet: h(s.list),

@@ -99,6 +99,28 @@ func (s *Store) Put(ctx context.Context, path string, seq uint64) error {
 	return nil
 }
 
+// Newest opens the newest snapshot for reading, or returns ErrNone: the sequence it holds,
+// its size, and its bytes, checked against the object store's SHA-256 digest as they are read
+// (the last Read fails if they do not match). The caller closes it.
+func (s *Store) Newest(ctx context.Context) (_ io.ReadCloser, seq uint64, size int64, err error) {
+	res, err := s.obs.Get(ctx, object)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, 0, 0, ErrNone
+	}
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("open snapshot: %w", err)
+	}
+	info, err := res.Info()
+	if err == nil {
+		seq, err = parseSeq(info.Metadata)
+	}
+	if err != nil {
+		res.Close()
+		return nil, 0, 0, err
+	}
+	return res, seq, int64(info.Size), nil
+}
+
 // Fetch writes the newest snapshot to path and returns the sequence it holds, or ErrNone. The
 // object store checks the content against its SHA-256 digest; on any error path is removed.
 func (s *Store) Fetch(ctx context.Context, path string) (seq uint64, err error) {

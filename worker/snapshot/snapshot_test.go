@@ -99,3 +99,28 @@ func TestOlderSnapshotDoesNotReplaceNewer(t *testing.T) {
 		t.Fatalf("Latest after a newer one = %d, %v; want 300", seq, err)
 	}
 }
+
+// Newest streams what Put stored, with its sequence and size; with nothing stored it is ErrNone.
+func TestNewestStreams(t *testing.T) {
+	ctx := context.Background()
+	orch, w := open(t)
+	if _, _, _, err := orch.Newest(ctx); !errors.Is(err, snapshot.ErrNone) {
+		t.Fatalf("Newest of an empty bucket: %v, want ErrNone", err)
+	}
+	content := bytes.Repeat([]byte("rideshare"), 100_000)
+	if err := w.Put(ctx, file(t, content), 42); err != nil {
+		t.Fatal(err)
+	}
+	r, seq, size, err := orch.Newest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got bytes.Buffer
+	if _, err := got.ReadFrom(r); err != nil {
+		t.Fatal(err)
+	}
+	if seq != 42 || size != int64(len(content)) || !bytes.Equal(got.Bytes(), content) {
+		t.Fatalf("Newest: seq %d, size %d, %d bytes equal %v; want 42, %d, the content", seq, size, got.Len(), bytes.Equal(got.Bytes(), content), len(content))
+	}
+}
