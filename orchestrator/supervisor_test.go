@@ -12,26 +12,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/rideshare/rideshare/broker/coord"
-	"github.com/rideshare/rideshare/broker/coord/kvcoord"
-	"github.com/rideshare/rideshare/broker/natsq"
+	"github.com/rideshare/rideshare/broker/coord/memcoord"
 	"github.com/rideshare/rideshare/orchestrator/memrt"
 )
 
-// The supervisor's rules, in process: a real embedded coordinator (JetStream KV on an
-// in-process NATS server) and an in-memory runtime (memrt) whose workers are goroutines that
-// join it, so a rule is checked in well under a second, not through child processes.
+// The supervisor's rules, in memory: the in-memory coordinator (memcoord, which passes the
+// real ones' contract suite) and runtime (memrt, likewise), whose workers are goroutines that
+// join it, so a rule is checked in milliseconds, with no timeout waited out.
 
 // fleet is what the fake workers do. Each joins the coordinator as a ready slave and, when
-// designated, takes the master lock and says so, as a real worker does. Stopped, it leaves
-// cleanly; killed or crashed, it leaves its session to expire, as a dead process does.
+// designated, takes the master lock and says so, as a real worker does; it exits when its
+// session is lost. Stopped, it leaves cleanly. Killed or crashed, it leaves its session as it
+// is: a dead process's session lives until the coordination service times it out, and here
+// that never happens unless the test expires it, so what the supervisor does about a death it
+// must learn from the runtime.
 type fleet struct {
-	nc  *nats.Conn
-	ttl time.Duration
+	svc *memcoord.Service
 	// silent are the workers, by start order (1: the first; memrt's PIDs follow it), that
 	// never join.
 	silent map[int]bool
@@ -47,8 +47,9 @@ type fleet struct {
 
 // fake is one fake worker, for the test to act on and watch.
 type fake struct {
+	session  *memcoord.Session
 	ready    chan bool     // a new readiness to publish
-	pause    chan struct{} // pauses the worker: its session expires, its process runs on
+	pause    chan struct{} // pauses the worker (SIGSTOP): it no longer acts, its process runs on
 	promote  chan struct{} // see holdPromotion
 	stopping chan struct{} // closed when asked to stop cleanly
 	ended    chan struct{} // closed when the worker has returned
@@ -56,9 +57,8 @@ type fake struct {
 }
 
 func (f *fleet) run(ctx context.Context, id string, pid int) error {
-	k := kvcoord.New(f.nc)
-	k.TTL, k.Logger = f.ttl, slog.New(slog.DiscardHandler)
-	w := &fake{ready: make(chan bool), pause: make(chan struct{}),
+	k := f.svc.Session()
+	w := &fake{session: k, ready: make(chan bool), pause: make(chan struct{}),
 		promote: make(chan struct{}), stopping: make(chan struct{}), ended: make(chan struct{})}
 	silent := f.silent[pid-memrt.FirstPID+1]
 	f.mu.Lock()
@@ -68,13 +68,9 @@ func (f *fleet) run(ctx context.Context, id string, pid int) error {
 		w.why = context.Cause(ctx)
 		close(w.ended)
 	}()
-	if err := k.Open(ctx); err != nil {
-		return err
-	}
 	defer func() {
 		if !errors.Is(context.Cause(ctx), memrt.ErrStopped) {
-			k.Kill()
-			return
+			return // dead: the session stays
 		}
 		close(w.stopping)
 		if f.holdStops != nil {
@@ -104,8 +100,9 @@ func (f *fleet) run(ctx context.Context, id string, pid int) error {
 			_ = k.Update(ctx, m)
 			continue
 		case <-w.pause:
-			k.Kill() // no more refreshes, as from a stopped process (SIGSTOP)
-			<-ctx.Done()
+			<-ctx.Done() // not even the session's loss is seen
+			return nil
+		case <-k.Lost():
 			return nil
 		case <-watch:
 		case <-tick.C:
@@ -157,7 +154,6 @@ func (f *fleet) awaitEnd(t *testing.T, id string) error {
 
 // supOpts are a case's settings beyond the defaults.
 type supOpts struct {
-	ttl          time.Duration // coordination session timeout; 0: 1 s
 	ghostGrace   time.Duration // 0: a ghost is killed at the first round after it is seen
 	startTimeout time.Duration // 0: the orchestrator's default
 	silent       map[int]bool
@@ -172,8 +168,7 @@ type supervised struct {
 	o     *Orchestrator
 	rt    *memrt.Runtime
 	fleet *fleet
-	nc    *nats.Conn
-	c     *kvcoord.KV // the orchestrator's session
+	c     *memcoord.Session // the orchestrator's session
 	opts  supOpts
 	slave int // slaves wanted at the start
 	once  sync.Once
@@ -186,26 +181,13 @@ func mustSupervised(t *testing.T, slaves int, opts ...supOpts) *supervised {
 	if len(opts) > 0 {
 		op = opts[0]
 	}
-	if op.ttl == 0 {
-		op.ttl = time.Second
-	}
-	srv := &natsq.Server{StoreDir: t.TempDir(), Port: -1}
-	if err := srv.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	nc, err := natsq.Connect(srv.ClientURL(), "test", srv.InProcess(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	f := &fleet{nc: nc, ttl: op.ttl, silent: op.silent, workers: map[string]*fake{}}
+	f := &fleet{svc: memcoord.NewService(), silent: op.silent, workers: map[string]*fake{}}
 	if op.holdStops {
 		f.holdStops = make(chan struct{})
 	}
 	rt := memrt.New(f.run)
 	t.Cleanup(func() { rt.Close() })
-	s := &supervised{rt: rt, fleet: f, nc: nc, opts: op, slave: slaves}
+	s := &supervised{rt: rt, fleet: f, opts: op, slave: slaves}
 	s.c = s.session(t)
 	s.o = s.open(t)
 	// Runs before the orchestrator's Close, should a test end with stops held.
@@ -224,13 +206,8 @@ func (s *supervised) release() {
 }
 
 // session opens an orchestrator's session with the coordinator.
-func (s *supervised) session(t *testing.T) *kvcoord.KV {
-	t.Helper()
-	c := kvcoord.New(s.nc)
-	c.TTL, c.Logger = s.opts.ttl, slog.New(slog.DiscardHandler)
-	if err := c.Open(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+func (s *supervised) session(t *testing.T) *memcoord.Session {
+	c := s.fleet.svc.Session()
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -358,9 +335,7 @@ var supervisorCases = []supCase{
 			}
 		}
 	}},
-	// The dead worker's session lives on for a minute in these cases: the supervisor learns
-	// of the death from the runtime's list, not from the coordinator.
-	{name: "a dead slave is replaced", slaves: 2, opts: supOpts{ttl: time.Minute}, run: func(t *testing.T, s *supervised) {
+	{name: "a dead slave is replaced", slaves: 2, run: func(t *testing.T, s *supervised) {
 		ws := s.o.Workers()
 		dead := roleOf(ws, coord.RoleSlave)[0]
 		master := roleOf(ws, coord.RoleMaster)[0]
@@ -447,9 +422,8 @@ var supervisorCases = []supCase{
 		}
 	}},
 	{
-		// The dead master's session lives on for a minute: only the revoke frees its lock in
-		// time (waitPool gives up after 10 s).
-		name: "a dead master's lock is revoked at once, not after its session timeout", slaves: 1, opts: supOpts{ttl: time.Minute},
+		// The dead master's session lives on (see fleet): only the revoke frees its lock.
+		name: "a dead master's lock is revoked at once, not after its session timeout", slaves: 1,
 		run: func(t *testing.T, s *supervised) {
 			master := roleOf(s.o.Workers(), coord.RoleMaster)[0]
 			if err := s.rt.Exit(master.ID); err != nil {
@@ -467,7 +441,9 @@ var supervisorCases = []supCase{
 	},
 	{name: "a ghost is replaced at once and killed after its grace", slaves: 1, run: func(t *testing.T, s *supervised) {
 		ghost := roleOf(s.o.Workers(), coord.RoleSlave)[0]
-		s.fleet.worker(t, ghost.ID).pause <- struct{}{}
+		w := s.fleet.worker(t, ghost.ID)
+		w.pause <- struct{}{}
+		w.session.Expire()
 		s.waitPool(t, 1, ghost.ID)
 		if why := s.fleet.awaitEnd(t, ghost.ID); !errors.Is(why, memrt.ErrKilled) {
 			t.Fatalf("the ghost ended with %v, want killed", why)
@@ -478,7 +454,9 @@ var supervisorCases = []supCase{
 	}},
 	{name: "a ghost is not killed before its grace", slaves: 1, opts: supOpts{ghostGrace: time.Hour}, run: func(t *testing.T, s *supervised) {
 		ghost := roleOf(s.o.Workers(), coord.RoleSlave)[0]
-		s.fleet.worker(t, ghost.ID).pause <- struct{}{}
+		w := s.fleet.worker(t, ghost.ID)
+		w.pause <- struct{}{}
+		w.session.Expire()
 		s.waitPool(t, 1, ghost.ID)
 		s.rounds(t, 10)
 		if !s.running(t, ghost.ID) {
@@ -567,9 +545,6 @@ var supervisorCases = []supCase{
 }
 
 func TestSupervisor(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs an in-process NATS server")
-	}
 	for _, tc := range supervisorCases {
 		t.Run(tc.name, func(t *testing.T) {
 			s := mustSupervised(t, tc.slaves, tc.opts)
@@ -648,9 +623,6 @@ func (c *heldCoord) Watch(ctx context.Context) (<-chan struct{}, error) {
 // Close returns only once nothing the supervisor started runs any more: a scale-in stop that
 // takes its time, or the watch (its channel closed late), is waited for.
 func TestCloseWaitsForWhatTheSupervisorStarted(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs an in-process NATS server")
-	}
 	for _, holdWatch := range []bool{false, true} {
 		name := "a scale-in stop under way"
 		if holdWatch {
