@@ -379,5 +379,6 @@ func (o *Orchestrator) crash(w http.ResponseWriter, r *http.Request, id string, 
 		return
 	}
 	o.Logger.Warn("crashed worker on request", "worker", id, "pid", pid)
+	o.events.add(Event{Kind: EventCrash, Worker: id, PID: pid, Message: fmt.Sprintf("%s (pid %d) killed through %s", id, pid, r.URL.Path)})
 	o.respond(w, r, []int{pid}, nil)
 }

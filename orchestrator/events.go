@@ -64,3 +64,6 @@ func (l *eventLog) list() ([]Event, uint64) {
 	out = append(out, l.buf[:l.next]...)
 	return out, l.seen
 }
+
+// RecordEvent adds e to the events the status view shows.
+func (o *Orchestrator) RecordEvent(e Event) { o.events.add(e) }

@@ -60,6 +60,12 @@ type Pool interface {
 	SetSlaves(n int)
 }
 
+// EventRecorder is a pool that keeps the operator's recent events (the Orchestrator): the
+// scaler adds its decisions that changed something.
+type EventRecorder interface {
+	RecordEvent(Event)
+}
+
 var _ Pool = (*Orchestrator)(nil)
 
 // ReadCounter is the local source of the db-read count: the total so far, never reset.
@@ -429,6 +435,13 @@ func (s *Scaler) decide(ctx context.Context, reads float64, wanted int, source s
 	}
 	s.log.Log(context.Background(), level, "scaling decision", "reads", reads, "source", source,
 		"slaves_before", wanted, "slaves", desired, "direction", direction)
+	if er, ok := s.Pool.(EventRecorder); ok && (direction != "same" || reason != "") {
+		msg := fmt.Sprintf("%.0f db reads in the last %v: %d → %d slaves", reads, s.Interval, wanted, desired)
+		if reason != "" {
+			msg += " (capped: " + why + ")"
+		}
+		er.RecordEvent(Event{Kind: EventScale, Reads: &reads, Message: msg})
+	}
 	return desired
 }
 

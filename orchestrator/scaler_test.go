@@ -407,6 +407,13 @@ type sizedPool struct {
 	mu      sync.Mutex
 	room    int
 	roomErr error
+	events  []orchestrator.Event
+}
+
+func (p *sizedPool) RecordEvent(e orchestrator.Event) {
+	p.mu.Lock()
+	p.events = append(p.events, e)
+	p.mu.Unlock()
 }
 
 func (p *sizedPool) Host(context.Context) (orchestrator.Host, bool, error) { return p.host, true, nil }
@@ -466,6 +473,18 @@ func TestScalerStepBoundsScaleOut(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "scale-out capped") || !strings.Contains(logs.String(), "capped_by=step") {
 		t.Errorf("no log line says the scale-out was capped by the step:\n%s", logs)
+	}
+	// Each decision is an operator event carrying the read count behind it.
+	p.mu.Lock()
+	events := append([]orchestrator.Event(nil), p.events...)
+	p.mu.Unlock()
+	if len(events) < 3 {
+		t.Fatalf("%d scaling events for 3 decisions: %+v", len(events), events)
+	}
+	for _, e := range events[:3] {
+		if e.Kind != orchestrator.EventScale || e.Reads == nil || *e.Reads != 300 || !strings.Contains(e.Message, "capped") {
+			t.Errorf("scaling event %+v, want kind scale, 300 reads, capped", e)
+		}
 	}
 	// Scale-in is not limited: an idle interval goes straight back to the minimum.
 	if n := p.next(t); n != 1 {

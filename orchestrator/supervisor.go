@@ -52,7 +52,8 @@ type supervisor struct {
 	master       string
 	designated   string
 	designatedAt time.Time
-	slaves       int // wanted
+	masterLost   time.Time // when the master was last seen lost, until a new one is seen: a failover's start
+	slaves       int       // wanted
 	// ghosts are workers declared dead whose process still runs (paused, partitioned): they
 	// are fenced off already and exit by themselves when they resume; killed after GhostGrace.
 	ghosts map[string]time.Time
@@ -178,6 +179,14 @@ func (s *supervisor) reconcile(ctx context.Context) error {
 		}
 		s.o.Logger.Warn("worker lost", "worker", id, "pid", w.pid, "reason", why, "was_master", id == master)
 		s.o.m.workersLost.Inc()
+		role := "slave"
+		if id == master {
+			role = "master"
+			if s.masterLost.IsZero() {
+				s.masterLost = time.Now()
+			}
+		}
+		s.o.events.add(Event{Kind: EventWorkerLost, Worker: id, PID: w.pid, Message: fmt.Sprintf("%s %s (pid %d) lost: %s", role, id, w.pid, why)})
 	}
 	// Start replacements: one master plus the wanted slaves.
 	need := 1 + s.slaves
@@ -194,6 +203,7 @@ func (s *supervisor) reconcile(ctx context.Context) error {
 
 	for _, id := range toStop {
 		s.o.Logger.Info("stopping slave (scale-in)", "worker", id)
+		s.o.events.add(Event{Kind: EventWorkerStopped, Worker: id, Message: "slave " + id + " stopped (scale-in)"})
 		// A clean stop takes up to the runtime's stop timeout: not inline, so supervision goes
 		// on; run (so Orchestrator.Close) waits for it.
 		s.stops.Go(func() {
@@ -259,6 +269,12 @@ func (s *supervisor) setMasterLocked(id string) {
 	if id == s.master {
 		return
 	}
+	if id != "" && !s.masterLost.IsZero() {
+		took := time.Since(s.masterLost)
+		s.masterLost = time.Time{}
+		s.o.events.add(Event{Kind: EventFailover, Worker: id, Duration: took.Seconds(),
+			Message: fmt.Sprintf("%s is master, %v after the old master was lost", id, took.Round(time.Millisecond))})
+	}
 	s.master = id
 	if s.masterChange != nil {
 		close(s.masterChange)
@@ -311,6 +327,7 @@ func (s *supervisor) start(ctx context.Context) error {
 		w.pid = pid
 	}
 	s.o.Logger.Info("started worker", "worker", id, "pid", pid)
+	s.o.events.add(Event{Kind: EventWorkerStarted, Worker: id, PID: pid, Message: fmt.Sprintf("worker %s started (pid %d)", id, pid)})
 	return nil
 }
 

@@ -78,6 +78,24 @@ var supervisorCases = []supCase{
 		if n := counter(s.o.m.failovers) - failovers; n != 1 {
 			t.Fatalf("%v designations for one dead master", n)
 		}
+		// The operator's events tell the story: the master lost, a replacement started, the
+		// failover with its duration.
+		events, _ := s.o.events.list()
+		kinds := map[string]Event{}
+		for _, e := range events {
+			if e.Worker == master.ID || e.Kind != EventWorkerLost {
+				kinds[e.Kind] = e
+			}
+		}
+		if e, ok := kinds[EventWorkerLost]; !ok || e.Worker != master.ID {
+			t.Errorf("no worker_lost event for the master %s: %+v", master.ID, events)
+		}
+		if e, ok := kinds[EventFailover]; !ok || e.Worker != lowest.ID || e.Duration <= 0 {
+			t.Errorf("no failover event to %s with a duration: %+v", lowest.ID, events)
+		}
+		if _, ok := kinds[EventWorkerStarted]; !ok {
+			t.Errorf("no worker_started event: %+v", events)
+		}
 	}},
 	{name: "a designated slave is given time to take the lock", slaves: 2, run: func(t *testing.T, s *supervised) {
 		ws := s.o.Workers()
