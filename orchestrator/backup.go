@@ -40,15 +40,17 @@ func (o *Orchestrator) Backup(ctx context.Context) (io.ReadCloser, uint64, int64
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, BackupTimeout)
+	cctx, cancel := context.WithTimeout(ctx, BackupTimeout)
 	defer cancel()
 	var reply rideshare.ReadReply
-	if err := o.call(ctx, broker.ReadQ, body, BackupTimeout, &reply, func() bool { return reply.Kind == rideshare.KindRetry }); err != nil {
+	if err := o.call(cctx, broker.ReadQ, body, BackupTimeout, &reply, func() bool { return reply.Kind == rideshare.KindRetry }); err != nil {
 		return nil, 0, 0, err
 	}
 	if reply.Kind != "" {
 		return nil, 0, 0, rideshare.ErrorOfKind(reply.Kind, reply.Error)
 	}
+	// The copy streams under the caller's context, not the slave's timeout: it is read after
+	// this returns.
 	rc, seq, size, err := o.Snapshots.Newest(ctx)
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("open the slave's copy: %w", err)

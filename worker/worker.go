@@ -157,6 +157,9 @@ func (w *Worker) runAsSlave(ctx context.Context) (promoted bool, err error) {
 			return false, fmt.Errorf("%w: coordination session lost", ErrSteppedDown)
 		case e := <-w.entries:
 			if err := w.applyFromSync(ctx, e); err != nil {
+				if ctx.Err() != nil {
+					return false, nil // stopping: not a failure
+				}
 				return false, err
 			}
 		case <-w.pull:

@@ -662,8 +662,17 @@ func TestAdminToken(t *testing.T) {
 		})
 	})
 
+	t.Run("backups need the token", func(t *testing.T) {
+		got, hdr := apiSend(t, apiRequest{method: "GET", url: o + "/api/v1/db/backup"})
+		apiMustReject(t, got, hdr, 401, "token")
+		got, hdr = apiSend(t, apiRequest{method: "GET", url: o + "/api/v1/db/backup", header: bearer})
+		if got.Code != 200 || !strings.HasPrefix(got.Body, "SQLite format 3\x00") || hdr.Get("X-Rideshare-Seq") == "" {
+			t.Fatalf("backup with the token: %d, %d bytes, seq %q", got.Code, len(got.Body), hdr.Get("X-Rideshare-Seq"))
+		}
+	})
+
 	t.Run("the worker views stay open", func(t *testing.T) {
-		for _, p := range []string{"/api/v1/worker/list", "/api/v1/workers", "/healthz", "/readyz", "/metrics"} {
+		for _, p := range []string{"/api/v1/worker/list", "/api/v1/workers", "/api/v1/status", "/healthz", "/readyz", "/metrics"} {
 			if got := apiDo(t, "GET", o+p, "", ""); got.Code != 200 {
 				t.Errorf("GET %s: %+v", p, got)
 			}

@@ -25,6 +25,9 @@ Commands:
   rides         the rides API
   orchestrator  the database API, worker supervision, embedded NATS JetStream
   worker        one database worker (started by the orchestrator)
+  status        the workers, the sync log head and recent events, as a table
+  backup        save a consistent copy of the database
+  restore       start a new deployment's data directory from a backup
   bench         load and failover measurements against a running system
 
 Run 'rideshare <command> --help' for a command's flags.
@@ -61,6 +64,9 @@ func run(args []string) int {
 		"rides":        cmdRides,
 		"gateway":      cmdGateway,
 		"bench":        cmdBench,
+		"status":       cmdStatus,
+		"backup":       cmdBackup,
+		"restore":      cmdRestore,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -16,6 +16,7 @@ import (
 	"github.com/rideshare/rideshare/broker"
 	"github.com/rideshare/rideshare/broker/natsq"
 	"github.com/rideshare/rideshare/broker/synclog"
+	"github.com/rideshare/rideshare/cmd/rideshare/backup"
 	"github.com/rideshare/rideshare/httpsvc"
 	"github.com/rideshare/rideshare/httpsvc/gateway"
 	"github.com/rideshare/rideshare/httpsvc/rides"
@@ -234,7 +235,7 @@ func startDatabase(ctx context.Context, cfg upConfig, logger *slog.Logger, st *s
 	if err != nil {
 		return err
 	}
-	st.NATS = &natsq.Server{StoreDir: filepath.Join(cfg.data, "nats"), Host: natsHost, Port: natsPort}
+	st.NATS = &natsq.Server{StoreDir: filepath.Join(cfg.data, backup.NATSDir), Host: natsHost, Port: natsPort}
 	if err := st.NATS.Open(); err != nil {
 		return err
 	}
@@ -248,7 +249,8 @@ func startDatabase(ctx context.Context, cfg upConfig, logger *slog.Logger, st *s
 	if err != nil {
 		return err
 	}
-	if _, err := snapshot.Open(ctx, nc, true); err != nil {
+	snaps, err := snapshot.Open(ctx, nc, true)
+	if err != nil {
 		return err
 	}
 	c, err := cfg.coord.open(ctx, nc, logger)
@@ -311,6 +313,7 @@ func startDatabase(ctx context.Context, cfg upConfig, logger *slog.Logger, st *s
 	o := orchestrator.New(b, c, rt, log)
 	o.Logger, o.Registry, o.Slaves = logger, reg, cfg.slaves
 	o.AdminToken, o.WriteTimeout, o.ReadTimeout = cfg.adminToken, cfg.writeTimeout, cfg.readTimeout
+	o.Snapshots = snaps // backups: streamed from what a slave stored there
 	if err := o.Open(ctx); err != nil {
 		return err
 	}
