@@ -6,9 +6,11 @@ import (
 	"testing"
 )
 
-// No package imports a peer's internals: the orchestrator, its client and the services never
-// reach the worker's SQLite store (nor anything else under worker/), and the contract imports
-// nothing of the project.
+// Imports point one way (docs/DESIGN.md's picture): commands → system → services,
+// orchestrator, worker → contract, broker, coordination → metrics. No package imports a peer's
+// internals: the orchestrator, its client and the services never reach the worker's SQLite
+// store (nor anything else under worker/), the worker never reaches the orchestrator, nothing
+// below the commands imports them, and the contract imports nothing of the project.
 func TestDependenciesPointOneWay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the go tool")
@@ -16,7 +18,12 @@ func TestDependenciesPointOneWay(t *testing.T) {
 	const mod = "github.com/rideshare/rideshare"
 	for pkgs, forbidden := range map[string][]string{
 		"./orchestrator/... ./httpsvc/... ./broker/... ./metrics/...": {mod + "/worker", "modernc.org/sqlite"},
-		".": {mod + "/"},
+		"./worker/...":               {mod + "/orchestrator", mod + "/httpsvc"},
+		"./broker/... ./metrics/...": {mod + "/orchestrator", mod + "/httpsvc"},
+		"./metrics/...":              {mod + "/broker"},
+		"./orchestrator/... ./httpsvc/... ./worker/... ./broker/...": {mod + "/cmd/"},
+		"./cmd/rideshare/system/...":                                 {mod + "/cmd/rideshare/internal/cli", mod + "/cmd/rideshare/bench", mod + "/cmd/rideshare/status"},
+		".":                                                          {mod + "/"},
 	} {
 		args := append([]string{"list", "-deps"}, strings.Fields(pkgs)...)
 		out, err := exec.Command("go", args...).CombinedOutput()

@@ -1,6 +1,6 @@
 package openapi_test
 
-// The statuses the end-to-end contract cases expect (cmd/rideshare: TestAPIUsersRidesContract,
+// The statuses the end-to-end contract cases expect (cmd/rideshare/e2e: TestAPIUsersRidesContract,
 // TestAPICountArithmetic, TestAPIHealth, TestAPIOrchestratorContract, TestAdminToken), checked
 // against the documents. The users and rides cases are sent, in the contract's order, to the
 // real users and rides services behind the real gateway on one SQLite file, so each row is

@@ -52,9 +52,12 @@ type Runtime struct {
 	// Image runs the workers; its entrypoint is the rideshare binary.
 	Image string
 	// Stack names this deployment (label rideshare.stack): List sees only its own workers.
+	// Empty: the Compose project (else the name) of the container this process runs in, or
+	// DefaultStack on a host.
 	Stack string
 	// Network the workers join: a network name (created as a bridge network labelled with the
-	// stack if missing), or "host".
+	// stack if missing), or "host". Empty: the network of the container this process runs in,
+	// or DefaultNetwork on a host.
 	Network string
 	// Args returns a worker's arguments after "worker".
 	Args func(id, dataDir string) []string
@@ -64,7 +67,9 @@ type Runtime struct {
 	Env []string
 	// ExtraHosts are added to each worker's /etc/hosts ("host.docker.internal:host-gateway").
 	ExtraHosts []string
-	// Labels are added to each worker container, beside the rideshare.* labels.
+	// Labels are added to each worker container, beside the rideshare.* labels and, when this
+	// process runs in a Compose container, the labels that make the workers one-off containers
+	// of its service (ComposeLabels).
 	Labels map[string]string
 	// StopTimeout bounds a clean stop (SIGTERM) before the engine kills the worker.
 	StopTimeout time.Duration
@@ -79,7 +84,8 @@ type Runtime struct {
 
 	cli       *client.Client
 	ownClient bool
-	ctx       context.Context // background work: log copies, removals
+	self      *container.InspectResponse // the container this process runs in; nil on a host
+	ctx       context.Context            // background work: log copies, removals
 	cancel    context.CancelFunc
 	bg        sync.WaitGroup
 
@@ -90,11 +96,17 @@ type Runtime struct {
 	following map[string]bool   // container IDs whose output is being copied
 }
 
-// New returns a runtime for image and stack with default settings: network "rideshare", data
-// in /data, host.docker.internal mapped to the host, 10 s clean stops.
+// Defaults of Stack and Network for an orchestrator that does not run in a container.
+const (
+	DefaultStack   = "rideshare"
+	DefaultNetwork = "rideshare"
+)
+
+// New returns a runtime for image and stack with default settings: the network found by Open
+// (see Network), data in /data, host.docker.internal mapped to the host, 10 s clean stops.
 func New(image, stack string, args func(id, dataDir string) []string) *Runtime {
 	return &Runtime{
-		Image: image, Stack: stack, Network: "rideshare", Args: args, DataDir: "/data",
+		Image: image, Stack: stack, Args: args, DataDir: "/data",
 		ExtraHosts:  []string{"host.docker.internal:host-gateway"},
 		StopTimeout: 10 * time.Second, Logger: slog.Default(),
 	}
@@ -110,15 +122,16 @@ func NewClient() (*client.Client, error) {
 	return cli, nil
 }
 
-// Open connects to the engine, checks the image and makes sure the network exists.
+// Open connects to the engine, finds out whether this process runs in one of its containers
+// (which decides the defaults of Stack, Network and Labels: see Self), checks the image and
+// makes sure the network exists. This is the only place that asks; everything else reads Self.
 func (r *Runtime) Open(ctx context.Context) error {
-	if r.Image == "" || r.Stack == "" || r.Args == nil {
-		return errors.New("dockerrt: Image, Stack and Args are required")
+	if r.Image == "" || r.Args == nil {
+		return errors.New("dockerrt: Image and Args are required")
 	}
 	if r.Logger == nil {
 		r.Logger = slog.Default()
 	}
-	r.Logger = r.Logger.With("component", "dockerrt", "stack", r.Stack)
 	r.cli = r.Client
 	if r.cli == nil {
 		cli, err := NewClient()
@@ -144,6 +157,24 @@ func (r *Runtime) open(ctx context.Context) error {
 	if _, err := r.cli.Ping(ctx); err != nil {
 		return fmt.Errorf("docker engine at %s: %w", r.cli.DaemonHost(), err)
 	}
+	me, err := Self(ctx, r.cli)
+	if err != nil {
+		// It only costs the defaults that depend on it.
+		r.Logger.Warn("cannot tell whether this process runs in a container", "err", err)
+	}
+	r.self = me
+	if r.Stack == "" {
+		r.Stack = selfStack(me)
+	}
+	if r.Network == "" {
+		r.Network = selfNetwork(me)
+	}
+	if l := ComposeLabels(me); l != nil {
+		labels := maps.Clone(l)
+		maps.Copy(labels, r.Labels)
+		r.Labels = labels
+	}
+	r.Logger = r.Logger.With("component", "dockerrt", "stack", r.Stack)
 	if _, err := r.cli.ImageInspect(ctx, r.Image); err != nil {
 		if cerrdefs.IsNotFound(err) {
 			return fmt.Errorf("%w: %s (build it with `make image`)", ErrNoImage, r.Image)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
@@ -64,4 +65,56 @@ func ComposeLabels(c *container.InspectResponse) map[string]string {
 		composeService: c.Config.Labels[composeService],
 		composeOneOff:  "True",
 	}
+}
+
+// Self is the container this process runs in, as Open found it; nil on a host. Valid after
+// Open.
+func (r *Runtime) Self() *container.InspectResponse { return r.self }
+
+// SelfName is a name of this process's container that resolves on the workers' network (its
+// first alias there, the Compose service name, else its container name); "" on a host.
+func (r *Runtime) SelfName() string {
+	c := r.self
+	if c == nil {
+		return ""
+	}
+	if c.NetworkSettings != nil {
+		if ep, ok := c.NetworkSettings.Networks[r.Network]; ok && ep != nil {
+			for _, a := range ep.Aliases {
+				if a != "" && !strings.HasPrefix(c.ID, a) {
+					return a
+				}
+			}
+		}
+	}
+	return strings.TrimPrefix(c.Name, "/")
+}
+
+// selfNetwork is the network of container me (its first user-defined one), else
+// DefaultNetwork.
+func selfNetwork(me *container.InspectResponse) string {
+	if me != nil && me.HostConfig != nil {
+		if m := string(me.HostConfig.NetworkMode); m != "" && m != "default" && m != "bridge" {
+			return m
+		}
+		if me.NetworkSettings != nil {
+			for name := range me.NetworkSettings.Networks {
+				if name != "bridge" {
+					return name
+				}
+			}
+		}
+	}
+	return DefaultNetwork
+}
+
+// selfStack is the Compose project (else the name) of container me, else DefaultStack.
+func selfStack(me *container.InspectResponse) string {
+	switch {
+	case me == nil:
+		return DefaultStack
+	case me.Config != nil && me.Config.Labels[composeProject] != "":
+		return me.Config.Labels[composeProject]
+	}
+	return strings.TrimPrefix(me.Name, "/")
 }

@@ -1,0 +1,137 @@
+package system
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/rideshare/rideshare/broker"
+	"github.com/rideshare/rideshare/broker/natsq"
+	"github.com/rideshare/rideshare/broker/synclog"
+	"github.com/rideshare/rideshare/cmd/rideshare/internal/flagenv"
+	"github.com/rideshare/rideshare/worker"
+	"github.com/rideshare/rideshare/worker/snapshot"
+	"github.com/rideshare/rideshare/worker/store"
+)
+
+// WorkerConfig is one worker's: what the orchestrator passes it (WorkerArgs).
+type WorkerConfig struct {
+	ID, Data       string
+	NATS, AMQP     string
+	ZK, ZKRoot     string
+	SessionTimeout time.Duration
+	LogLevel       string
+	SnapshotEvery  uint64
+}
+
+// WorkerFlags registers the worker's flags on fs, filling c.
+func WorkerFlags(fs *flag.FlagSet, c *WorkerConfig) {
+	fs.StringVar(&c.ID, "id", "", "worker ID (unique)")
+	fs.StringVar(&c.Data, "data", "", "directory for this worker's SQLite file")
+	fs.StringVar(&c.NATS, "nats", "nats://127.0.0.1:4222", "the orchestrator's NATS server (sync log; queues unless --amqp)")
+	fs.StringVar(&c.AMQP, "amqp", "", "RabbitMQ URL for the four queues; empty: NATS")
+	fs.StringVar(&c.ZK, "zk", "", "ZooKeeper servers host:port,…; empty: the embedded coordinator")
+	fs.StringVar(&c.ZKRoot, "zk-root", "/rideshare", "ZooKeeper root path")
+	fs.DurationVar(&c.SessionTimeout, "session-timeout", 3*time.Second, "coordination session timeout (failure detection)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Uint64Var(&c.SnapshotEvery, "snapshot-every", worker.DefaultSnapshotEvery, "log entries a slave applies between two snapshots of its database (new workers start from the newest); 0: take none")
+}
+
+// WorkerMain is `rideshare worker ARGS`: it parses args (WorkerFlags) and runs the worker
+// until ctx ends or the worker fails.
+func WorkerMain(ctx context.Context, args []string) error {
+	var c WorkerConfig
+	fs := flagenv.New("worker", "One database worker: a slave that can be promoted to master. The orchestrator starts it.")
+	WorkerFlags(fs, &c)
+	if err := flagenv.Parse(fs, args); err != nil {
+		return err
+	}
+	logger, err := flagenv.Logger(c.LogLevel)
+	if err != nil {
+		return err
+	}
+	exitWithParent(ctx)
+	return RunWorker(ctx, c, logger.With("worker", c.ID))
+}
+
+// RunWorker runs one worker: it restores the newest snapshot (if any), opens its SQLite copy,
+// and serves as slave or master until ctx ends.
+func RunWorker(ctx context.Context, c WorkerConfig, logger *slog.Logger) error {
+	if c.ID == "" || c.Data == "" {
+		return errors.New("--id and --data are required")
+	}
+	if err := os.MkdirAll(c.Data, 0o755); err != nil {
+		return err
+	}
+	nc, err := natsq.Connect(c.NATS, "worker-"+c.ID, nil, logger)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	log, err := synclog.Open(ctx, nc, false)
+	if err != nil {
+		return err
+	}
+	coordinator, err := openCoordinator(ctx, Config{ZK: c.ZK, ZKRoot: c.ZKRoot, SessionTimeout: c.SessionTimeout}, nc, logger)
+	if err != nil {
+		return err
+	}
+	defer coordinator.Close()
+	dbPath := filepath.Join(c.Data, "db.sqlite")
+	// Without snapshots (an orchestrator too old to keep them, a failed download) the worker
+	// still starts: it replays the whole log instead, slower but the same data.
+	snaps, err := snapshot.Open(ctx, nc, false)
+	if err != nil {
+		logger.Warn("no snapshots: replaying the whole log", "err", err)
+		snaps = nil
+	} else if _, err := worker.Restore(ctx, snaps, dbPath, logger); err != nil {
+		logger.Warn("snapshot not restored: replaying the whole log", "err", err)
+	}
+	st := store.New(dbPath)
+	if err := st.Open(ctx); err != nil {
+		return err
+	}
+	defer st.Close()
+	var b broker.Broker = natsq.FromConn(nc, logger)
+	if c.AMQP != "" {
+		ab, err := openAMQP(ctx, c.AMQP, "worker-"+c.ID, nil, logger)
+		if err != nil {
+			return err
+		}
+		defer ab.Close()
+		b = ab
+	}
+	w := worker.New(c.ID, st, b, log, coordinator)
+	w.Logger = logger
+	w.Snapshots, w.SnapshotEvery = snaps, c.SnapshotEvery
+	return w.Run(ctx)
+}
+
+// exitWithParent ends this process if its parent dies. Pdeathsig covers the process runtime;
+// this covers the window before it was set and a parent that re-parented us.
+func exitWithParent(ctx context.Context) {
+	parent := os.Getppid()
+	if parent == 1 {
+		return // in a container, or started by init: no parent to follow
+	}
+	go func() {
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if os.Getppid() != parent {
+					fmt.Fprintln(os.Stderr, "rideshare worker: parent exited; stopping")
+					os.Exit(1)
+				}
+			}
+		}
+	}()
+}
