@@ -42,7 +42,8 @@ func batchOp(client int, from, to int, class Class, parts ...Part) Op {
 		RequestID: reqID(client, from)}
 }
 
-func reqID(client, from int) string { return "r" + string(rune('a'+client)) + time.Duration(from).String() }
+// reqID is the request id of client's write invoked at from, e.g. "ra40ms".
+func reqID(client, from int) string { return "r" + string(rune('a'+client)) + ms(from).String() }
 
 func checkLin(t *testing.T, h []Op) Result {
 	t.Helper()
