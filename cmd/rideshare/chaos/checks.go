@@ -55,6 +55,11 @@ func CheckAcknowledged(h []Op, final map[string]int, log []Entry) Result {
 		keys[k] = true
 	}
 	acked := 0
+	for _, op := range h {
+		if op.IsWrite() && op.Class == Ok {
+			acked++
+		}
+	}
 	for _, k := range sortedKeys(keys) {
 		ws, n := writes[k], final[k]
 		// could follow: w2's effect may come after w1's (w2 did not end before w1 began; in
@@ -82,11 +87,6 @@ func CheckAcknowledged(h []Op, final map[string]int, log []Entry) Result {
 				}
 			}
 			return lost
-		}
-		for _, w := range ws {
-			if w.Op.Class == Ok {
-				acked++
-			}
 		}
 		switch {
 		case n > 1:

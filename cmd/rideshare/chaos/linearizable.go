@@ -255,6 +255,9 @@ func visualize(dir, key string, ops []porcupine.Operation, timeout time.Duration
 		return "", err
 	}
 	defer f.Close()
+	if err := f.Chmod(0o644); err != nil { // CreateTemp's 0600 is for secrets; this is a report
+		return "", err
+	}
 	if err := porcupine.Visualize(usersModel, info, f); err != nil {
 		return "", err
 	}
