@@ -1,5 +1,6 @@
 # RideShare DBaaS. `make run` starts the whole system; `make test` passes every test on a
-# fresh machine (it installs and starts ZooKeeper and RabbitMQ from Debian's packages).
+# fresh machine (it installs and starts ZooKeeper and RabbitMQ from Debian's packages, and
+# installs Chromium for the console's browser tests).
 
 GO      ?= go
 BIN     := bin/rideshare
@@ -17,9 +18,11 @@ build:
 run: build
 	./$(BIN) up
 
-# Everything: format and vet, then every test with the race detector (which needs cgo).
+# Everything: format and vet, then every test with the race detector (which needs cgo). The
+# browser tests of the console fail here rather than skip when no Chromium is found
+# (scripts/services.sh installs Debian's chromium).
 test: lint services build
-	CGO_ENABLED=1 $(GO) test -race -count=1 -p 1 -timeout 60m $(PKGS)
+	CGO_ENABLED=1 RIDESHARE_REQUIRE_BROWSER=1 $(GO) test -race -count=1 -p 1 -timeout 60m $(PKGS)
 
 # Unit tests only: no ZooKeeper or RabbitMQ needed.
 unit:

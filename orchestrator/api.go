@@ -21,6 +21,7 @@ import (
 	"github.com/rideshare/rideshare/httpsvc"
 	"github.com/rideshare/rideshare/httpsvc/openapi"
 	"github.com/rideshare/rideshare/metrics"
+	"github.com/rideshare/rideshare/orchestrator/console"
 )
 
 // MaxBody bounds a database API request.
@@ -82,6 +83,7 @@ func (o *Orchestrator) Handler() http.Handler {
 	post := func(h http.HandlerFunc) httpsvc.Methods {
 		return httpsvc.Methods{http.MethodPost: o.requireToken(h).ServeHTTP}
 	}
+	r.Handle("/", get(console.Handler())) // the operator console; only "/" itself, not a prefix
 	r.Handle("/metrics", get(metrics.Handler(o.Registry).ServeHTTP))
 	r.Handle("/openapi.json", get(openapi.Handler(openapi.Orchestrator)))
 	r.Handle("/healthz", get(func(w http.ResponseWriter, _ *http.Request) {
