@@ -62,6 +62,9 @@ type Worker struct {
 	// applied entries, for new workers to start from (see Restore).
 	Snapshots     *snapshot.Store
 	SnapshotEvery uint64
+	// Failpoints break this worker on purpose (zero: none), so that `rideshare chaos` can show
+	// its checker catches what they break.
+	Failpoints Failpoints
 
 	snapshotting sync.Mutex // held while a snapshot is taken
 	lastSnapshot uint64     // sequence of the newest snapshot known; under snapshotting
@@ -303,6 +306,13 @@ func (w *Worker) onSync(body []byte) {
 // applyFromSync applies e and whatever else is already queued, in one transaction; a gap is
 // filled from the log first.
 func (w *Worker) applyFromSync(ctx context.Context, e store.Entry) error {
+	if d := w.Failpoints.ApplyDelay; d > 0 {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(d):
+		}
+	}
 	batch := []store.Entry{e}
 	for len(batch) < w.CatchUpBatch {
 		select {
@@ -425,7 +435,7 @@ func (w *Worker) handleRead(ctx context.Context, body []byte) []byte {
 	if r.Backup {
 		return w.backup(ctx, r.MinSeq)
 	}
-	if r.Consistency != rideshare.Eventual && r.MinSeq > w.Store.Applied() {
+	if r.Consistency != rideshare.Eventual && r.MinSeq > w.Store.Applied() && !w.Failpoints.StaleReads {
 		if !w.waitApplied(ctx, r.MinSeq) {
 			return marshal(rideshare.ReadReply{Error: fmt.Sprintf("slave %s has applied %d, behind the read's %d", w.ID, w.Store.Applied(), r.MinSeq), Kind: rideshare.KindRetry})
 		}

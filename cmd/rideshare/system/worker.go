@@ -19,6 +19,10 @@ import (
 	"github.com/rideshare/rideshare/worker/store"
 )
 
+// FailpointsEnv names the bugs a worker plants in itself (worker.ParseFailpoints): only the
+// chaos tests set it, to show their checker catches them.
+const FailpointsEnv = "RIDESHARE_FAILPOINTS"
+
 // WorkerConfig is one worker's: what the orchestrator passes it (WorkerArgs).
 type WorkerConfig struct {
 	ID, Data       string
@@ -108,6 +112,12 @@ func RunWorker(ctx context.Context, c WorkerConfig, logger *slog.Logger) error {
 	}
 	w := worker.New(c.ID, st, b, log, coordinator)
 	w.Logger = logger
+	if fp := os.Getenv(FailpointsEnv); fp != "" {
+		if w.Failpoints, err = worker.ParseFailpoints(fp); err != nil {
+			return err
+		}
+		logger.Warn("failpoints set: this worker is broken on purpose", "failpoints", fp)
+	}
 	w.Snapshots, w.SnapshotEvery = snaps, c.SnapshotEvery
 	return w.Run(ctx)
 }
