@@ -22,7 +22,7 @@ func TestDependenciesPointOneWay(t *testing.T) {
 		"./broker/... ./metrics/...": {mod + "/orchestrator", mod + "/httpsvc"},
 		"./metrics/...":              {mod + "/broker"},
 		"./orchestrator/... ./httpsvc/... ./worker/... ./broker/...": {mod + "/cmd/"},
-		"./cmd/rideshare/system/...":                                 {mod + "/cmd/rideshare/internal/cli", mod + "/cmd/rideshare/bench", mod + "/cmd/rideshare/status"},
+		"./cmd/rideshare/system/...":                                 {mod + "/cmd/rideshare/internal/cli", mod + "/cmd/rideshare/bench", mod + "/cmd/rideshare/status", mod + "/cmd/rideshare/chaos"},
 		".":                                                          {mod + "/"},
 	} {
 		args := append([]string{"list", "-deps"}, strings.Fields(pkgs)...)

@@ -337,7 +337,7 @@ func (o *Orchestrator) read(ctx context.Context, q rideshare.Read) (json.RawMess
 	}
 	q.MinSeq = 0
 	if q.Consistency != rideshare.Eventual {
-		q.MinSeq = o.lastAck.Load()
+		q.MinSeq = o.shown.Load()
 	}
 	body, err := json.Marshal(q)
 	if err != nil {
@@ -352,6 +352,8 @@ func (o *Orchestrator) read(ctx context.Context, q rideshare.Read) (json.RawMess
 	}
 	switch reply.Kind {
 	case "":
+		// What this read shows, every later strong read must show too (see shown).
+		raise(&o.shown, reply.Seq)
 		return reply.Rows, reply.Seq, nil
 	}
 	return nil, 0, rideshare.ErrorOfKind(reply.Kind, reply.Error)

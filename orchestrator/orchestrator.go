@@ -92,12 +92,18 @@ type Orchestrator struct {
 	GhostGrace time.Duration
 
 	lastAck atomic.Uint64
-	events  eventLog
-	served  [2]atomic.Uint64 // db reads and writes answered, for the status view's rates
-	m       *orchMetrics
-	sup     *supervisor
-	cancel  context.CancelFunc
-	group   *errgroup.Group
+	// shown is the highest sequence a client may have seen: acknowledged to a writer
+	// (lastAck) or shown by a read. A strong read waits for it, not for lastAck alone: a write
+	// is on the slaves before its acknowledgement reaches this node, so a read can show it
+	// first, and a later read must not then miss it (found by `rideshare chaos`:
+	// TestChaosStrongReadsDoNotGoBackInTime).
+	shown  atomic.Uint64
+	events eventLog
+	served [2]atomic.Uint64 // db reads and writes answered, for the status view's rates
+	m      *orchMetrics
+	sup    *supervisor
+	cancel context.CancelFunc
+	group  *errgroup.Group
 }
 
 // New returns an orchestrator with default timeouts.
@@ -181,11 +187,17 @@ func (o *Orchestrator) SetSlaves(n int) {
 
 // ack records a sequence acknowledged to a client; reads arriving later wait for it.
 func (o *Orchestrator) ack(seq uint64) {
+	raise(&o.lastAck, seq)
+	raise(&o.shown, seq)
+	o.m.ackedSeq.Set(float64(o.lastAck.Load()))
+}
+
+// raise sets v to seq unless it already holds more.
+func raise(v *atomic.Uint64, seq uint64) {
 	for {
-		cur := o.lastAck.Load()
-		if seq <= cur || o.lastAck.CompareAndSwap(cur, seq) {
-			break
+		cur := v.Load()
+		if seq <= cur || v.CompareAndSwap(cur, seq) {
+			return
 		}
 	}
-	o.m.ackedSeq.Set(float64(o.lastAck.Load()))
 }

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 )
@@ -17,10 +18,26 @@ type Failpoints struct {
 	// ApplyDelay holds each entry from syncQ this long before applying it: a lagging replica,
 	// the case min_seq exists for.
 	ApplyDelay time.Duration
+	// ApplyJitter holds each entry from syncQ a random time up to this long: slaves lagging
+	// by different amounts.
+	ApplyJitter time.Duration
+	// AckDelay holds the master's answer to each write this long after the write is in the
+	// log: a slow network on the way back, during which slaves already show the write.
+	AckDelay time.Duration
+}
+
+// applyDelay is how long to hold the next entry from syncQ.
+func (f Failpoints) applyDelay() time.Duration {
+	d := f.ApplyDelay
+	if f.ApplyJitter > 0 {
+		d += rand.N(f.ApplyJitter)
+	}
+	return d
 }
 
 // ParseFailpoints reads a comma-separated list: "stale-reads" (StaleReads, with a 200 ms
-// ApplyDelay unless one is given) and "apply-delay=DURATION".
+// ApplyDelay unless one is given), "apply-delay=DURATION", "apply-jitter=DURATION" and
+// "ack-delay=DURATION".
 func ParseFailpoints(s string) (Failpoints, error) {
 	var f Failpoints
 	for _, item := range strings.Split(s, ",") {
@@ -32,14 +49,14 @@ func ParseFailpoints(s string) (Failpoints, error) {
 			if f.ApplyDelay == 0 {
 				f.ApplyDelay = 200 * time.Millisecond
 			}
-		case "apply-delay":
+		case "apply-delay", "apply-jitter", "ack-delay":
 			d, err := time.ParseDuration(value)
 			if err != nil || d < 0 {
-				return Failpoints{}, fmt.Errorf("failpoint apply-delay=%q: want a duration", value)
+				return Failpoints{}, fmt.Errorf("failpoint %s=%q: want a duration", name, value)
 			}
-			f.ApplyDelay = d
+			*map[string]*time.Duration{"apply-delay": &f.ApplyDelay, "apply-jitter": &f.ApplyJitter, "ack-delay": &f.AckDelay}[name] = d
 		default:
-			return Failpoints{}, fmt.Errorf("unknown failpoint %q (known: stale-reads, apply-delay=DURATION)", name)
+			return Failpoints{}, fmt.Errorf("unknown failpoint %q (known: stale-reads, apply-delay=D, apply-jitter=D, ack-delay=D)", name)
 		}
 	}
 	return f, nil

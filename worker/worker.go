@@ -306,7 +306,7 @@ func (w *Worker) onSync(body []byte) {
 // applyFromSync applies e and whatever else is already queued, in one transaction; a gap is
 // filled from the log first.
 func (w *Worker) applyFromSync(ctx context.Context, e store.Entry) error {
-	if d := w.Failpoints.ApplyDelay; d > 0 {
+	if d := w.Failpoints.applyDelay(); d > 0 {
 		select {
 		case <-ctx.Done():
 			return nil
@@ -488,6 +488,9 @@ func (w *Worker) handleWrite(ctx context.Context, body []byte) []byte {
 	}
 	select {
 	case r := <-req.reply:
+		if d := w.Failpoints.AckDelay; d > 0 {
+			time.Sleep(d)
+		}
 		return r
 	case <-ctx.Done():
 		return marshal(rideshare.WriteReply{Error: "master " + w.ID + " is stopping", Kind: rideshare.KindRetry})

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"os/exec"
 	"strings"
@@ -10,35 +8,14 @@ import (
 	"time"
 
 	"github.com/rideshare/rideshare/cmd/rideshare/system"
+	"github.com/rideshare/rideshare/cmd/rideshare/systemtest"
 )
 
-// withAMQP runs the stack's queues on the RabbitMQ of `make services`, in a virtual host of
-// its own (created here, deleted at cleanup), so no message of another stack can reach it.
-func withAMQP(t *testing.T) stackOpt {
-	t.Helper()
-	if os.Getenv("RIDESHARE_SKIP_AMQP") == "1" {
-		t.Skip("RIDESHARE_SKIP_AMQP=1")
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	vhost := "rideshare-e2e-" + hex.EncodeToString(b[:])
-	rabbitmqctl(t, "add_vhost", vhost)
-	t.Cleanup(func() {
-		if out, err := exec.Command("rabbitmqctl", "-q", "delete_vhost", vhost).CombinedOutput(); err != nil {
-			t.Logf("delete vhost %s: %v %s", vhost, err, out)
-		}
-	})
-	rabbitmqctl(t, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-	return func(c *system.Config) { c.AMQP = "amqp://guest:guest@127.0.0.1:5672/" + vhost }
-}
+func withAMQP(t *testing.T) stackOpt { t.Helper(); return systemtest.AMQP(t) }
 
 func rabbitmqctl(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("rabbitmqctl", append([]string{"-q"}, args...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("rabbitmqctl %s: %v\n%s (is RabbitMQ running? make services)", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return systemtest.RabbitMQCtl(t, args...)
 }
 
 // The four queues exist on RabbitMQ once the stack is up.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rideshare/rideshare"
 	"github.com/rideshare/rideshare/cmd/rideshare/system"
+	"github.com/rideshare/rideshare/cmd/rideshare/systemtest"
 
 	"github.com/rideshare/rideshare/broker/natsq"
 	"github.com/rideshare/rideshare/broker/synclog"
@@ -49,18 +50,7 @@ func coordinators(t *testing.T) []struct {
 	}{"zookeeper", withZK})
 }
 
-// withZK runs the stack's coordination on the ZooKeeper of `make services`, under a root of
-// its own.
-func withZK(t *testing.T) stackOpt {
-	servers := os.Getenv("RIDESHARE_ZK")
-	if servers == "" {
-		servers = "127.0.0.1:2181"
-	}
-	return func(c *system.Config) {
-		c.ZK = servers
-		c.ZKRoot = fmt.Sprintf("/rideshare-test-%d", time.Now().UnixNano())
-	}
-}
+func withZK(t *testing.T) stackOpt { return systemtest.ZK(t) }
 
 // writeLoad keeps writing rides, each with a unique ts, through the database API and
 // remembers which were acknowledged.
