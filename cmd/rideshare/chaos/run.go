@@ -27,6 +27,7 @@ import (
 	"github.com/rideshare/rideshare/cmd/rideshare/system"
 	"github.com/rideshare/rideshare/orchestrator"
 	"github.com/rideshare/rideshare/orchestrator/client"
+	"github.com/rideshare/rideshare/orchestrator/dockerrt"
 )
 
 // The faults a run can inject. Each is available where the configuration has what it breaks.
@@ -36,6 +37,7 @@ const (
 	PauseMaster      = "pause-master"      // SIGSTOP the master past the session timeout, then SIGCONT
 	RestartRabbitMQ  = "restart-rabbitmq"  // with --amqp: stop and start RabbitMQ's application
 	RestartZooKeeper = "restart-zookeeper" // with --zk: Config.RestartZooKeeper
+	PartitionWorker  = "partition-worker"  // with --runtime docker: cut a worker off the network past the session timeout, then heal
 )
 
 // RunConfig is one chaos run.
@@ -118,6 +120,9 @@ func (r *Report) Print(w io.Writer) {
 // Available lists the faults cfg's configuration supports.
 func Available(cfg system.Config, restartZK [][]string) []string {
 	f := []string{KillMaster, KillSlave, PauseMaster}
+	if cfg.Runtime == "docker" {
+		f = append(f, PartitionWorker)
+	}
 	if cfg.AMQP != "" {
 		f = append(f, RestartRabbitMQ)
 	}
@@ -334,6 +339,32 @@ func inject(s *system.System, cfg RunConfig, name string, pick uint64) (target, 
 		}
 		w := slaves[pick%uint64(len(slaves))]
 		return describe(&w), errText(signal(&w, syscall.SIGKILL))
+	case PartitionWorker:
+		if s.Docker == nil {
+			return "", "only with --runtime docker"
+		}
+		var all []orchestrator.WorkerInfo // master included
+		for _, w := range ws {
+			if w.PID > 0 {
+				all = append(all, w)
+			}
+		}
+		if len(all) == 0 {
+			return "", "no worker at that moment"
+		}
+		w := all[pick%uint64(len(all))]
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := s.Docker.Disconnect(ctx, w.ID); err != nil {
+			return describe(&w), err.Error()
+		}
+		time.Sleep(2*cfg.System.SessionTimeout + time.Second)
+		// The worker may have exited meanwhile (a cut-off master steps down) and been
+		// removed: nothing left to heal then.
+		if err := s.Docker.Reconnect(ctx, w.ID); err != nil && !errors.Is(err, dockerrt.ErrNoWorker) {
+			return describe(&w) + " (not healed)", ""
+		}
+		return describe(&w), ""
 	case RestartRabbitMQ:
 		return "rabbitmq", errText(runAll(cfg.RestartRabbitMQ))
 	case RestartZooKeeper:

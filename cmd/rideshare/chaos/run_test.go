@@ -2,6 +2,8 @@ package chaos
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/rideshare/rideshare/cmd/rideshare/system"
 	"github.com/rideshare/rideshare/cmd/rideshare/systemtest"
+	"github.com/rideshare/rideshare/orchestrator/dockerrt/dockertest"
 )
 
 // TestMain lets the test binary stand in for the workers of the stacks the runs start.
@@ -147,4 +150,22 @@ func TestChaosStrongReadsDoNotGoBackInTime(t *testing.T) {
 		c.WorkerEnv = append(c.WorkerEnv, system.FailpointsEnv+"=ack-delay=300ms,apply-jitter=200ms")
 	})
 	mustHold(t, rep)
+}
+
+// Workers as containers: beside the kills and the pause, a worker (master or slave) is cut
+// off the network (it reaches neither NATS nor the coordinator) past its session, then
+// healed.
+func TestChaosDocker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos runs a real stack")
+	}
+	cli := dockertest.Client(t)
+	image := systemtest.RideshareImage(t, cli)
+	stack := fmt.Sprintf("rideshare-chaos-%06x", rand.Uint32()&0xffffff)
+	rep := runChaos(t, duration(t, time.Minute), []string{KillMaster, KillSlave, PauseMaster, PartitionWorker}, nil,
+		systemtest.Docker(image, stack))
+	mustHold(t, rep)
+	if left, err := dockertest.Leftovers(context.Background(), cli, stack); err != nil || len(left) > 0 {
+		t.Errorf("left behind by the run: %v %v", left, err)
+	}
 }

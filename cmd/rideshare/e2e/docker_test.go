@@ -7,14 +7,13 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rideshare/rideshare/cmd/rideshare/system"
+	"github.com/rideshare/rideshare/cmd/rideshare/systemtest"
 
 	"github.com/docker/docker/client"
 
@@ -28,10 +27,9 @@ import (
 // leases while the orchestrator (and its embedded NATS server) restarts; crashes are still
 // noticed at once, from the engine.
 func withDocker(image, stack string) stackOpt {
+	docker := systemtest.Docker(image, stack)
 	return func(c *system.Config) {
-		c.Runtime = "docker"
-		c.Docker = system.DockerConfig{Image: image, Network: stack, Stack: stack,
-			AddHosts: []string{"host.docker.internal:host-gateway"}, StopTimeout: 5 * time.Second}
+		docker(c)
 		c.SessionTimeout = 10 * time.Second
 	}
 }
@@ -41,23 +39,9 @@ func withNATSListen(addr string) stackOpt {
 	return func(c *system.Config) { c.Docker.NATSListen = addr }
 }
 
-// mustRideshareImage builds the rideshare image from this source tree and deploy/Dockerfile
-// (as `make image` does, under a tag of the test's own), and removes it when the test ends.
 func mustRideshareImage(t *testing.T, cli *client.Client) string {
 	t.Helper()
-	start := time.Now()
-	bin := dockertest.GoBinary(t, ".", "..", "-tags", "timetzdata") // as `make build`
-	dockerfile, err := os.ReadFile(filepath.Join("..", "..", "..", "deploy", "Dockerfile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := append(dockertest.DirFiles(t, filepath.Join("..", "..", "..", "deploy", "rootfs"), "deploy/rootfs/"),
-		dockertest.File{Name: "deploy/Dockerfile", Body: dockerfile},
-		dockertest.File{Name: "bin/rideshare", Mode: 0o755, Body: bin})
-	tag := fmt.Sprintf("rideshare:test-%06x", rand.Uint32()&0xffffff)
-	dockertest.BuildImage(t, cli, tag, "deploy/Dockerfile", files)
-	t.Logf("built image %s in %v", tag, time.Since(start).Round(time.Millisecond))
-	return tag
+	return systemtest.RideshareImage(t, cli)
 }
 
 // workerList is GET /api/v1/worker/list.

@@ -77,7 +77,7 @@ func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logg
 		}
 		logger.Info("workers run as containers", "image", drt.Image, "network", drt.Network, "stack", drt.Stack,
 			"keep_workers", drt.KeepWorkers, "in_container", drt.Self() != nil)
-		rt, closeR = drt, drt.Close
+		rt, closeR, s.Docker = drt, drt.Close, drt
 	default:
 		return fmt.Errorf("--runtime %q: use process or docker", cfg.Runtime)
 	}

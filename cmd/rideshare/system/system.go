@@ -23,6 +23,7 @@ import (
 	"github.com/rideshare/rideshare/metrics"
 	"github.com/rideshare/rideshare/orchestrator"
 	"github.com/rideshare/rideshare/orchestrator/client"
+	"github.com/rideshare/rideshare/orchestrator/dockerrt"
 	"github.com/rideshare/rideshare/orchestrator/procrt"
 )
 
@@ -72,8 +73,10 @@ type Config struct {
 type System struct {
 	GatewayURL, UsersURL, RidesURL, OrchestratorURL string
 	Orchestrator                                    *orchestrator.Orchestrator
-	// Runtime is the process runtime's, nil with Docker.
+	// Runtime is the process runtime, nil with Docker; Docker is the Docker runtime, nil
+	// without.
 	Runtime *procrt.Runtime
+	Docker  *dockerrt.Runtime
 	NATS    *natsq.Server
 
 	limits  httpsvc.Limits

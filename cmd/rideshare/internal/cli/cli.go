@@ -33,6 +33,7 @@ Commands:
   backup        save a consistent copy of the database
   restore       start a new deployment's data directory from a backup
   bench         load and failover measurements against a running system
+  chaos         its own stack under load and faults, then the guarantees checked (linearizability, …)
 
 Run 'rideshare <command> --help' for a command's flags.
 `
@@ -49,6 +50,7 @@ var commands = map[string]func(context.Context, []string) error{
 	"status":       cmdStatus,
 	"backup":       cmdBackup,
 	"restore":      cmdRestore,
+	"chaos":        cmdChaos,
 }
 
 // Main runs the command line args (without the program name) until SIGINT or SIGTERM and

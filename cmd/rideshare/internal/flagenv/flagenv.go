@@ -16,6 +16,13 @@ import (
 // does and lists the environment variable of every flag.
 func New(name, summary string) *flag.FlagSet {
 	fs := flag.NewFlagSet("rideshare "+name, flag.ContinueOnError)
+	Describe(fs, name, summary)
+	return fs
+}
+
+// Describe sets fs's usage text: command name's summary, then every flag with its
+// environment variable. A command built on another's flags gives them its own description.
+func Describe(fs *flag.FlagSet, name, summary string) {
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "Usage: rideshare %s [flags]\n\n%s\n\nFlags (each also read from the environment variable shown; a flag wins):\n", name, summary)
@@ -27,7 +34,6 @@ func New(name, summary string) *flag.FlagSet {
 			fmt.Fprintf(out, "  --%s  [%s]%s\n      %s\n", f.Name, Name(f.Name), def, f.Usage)
 		})
 	}
-	return fs
 }
 
 // Name is the environment variable of a flag: --scale-interval → RIDESHARE_SCALE_INTERVAL.
