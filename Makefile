@@ -8,7 +8,7 @@ IMAGE   ?= rideshare:latest
 PKGS    := ./...
 export CGO_ENABLED := 0
 
-.PHONY: all build run test unit lint soak services services-stop clean image compose-up compose-down
+.PHONY: all build run test unit lint soak chaos services services-stop clean image compose-up compose-down
 
 all: build
 
@@ -32,6 +32,11 @@ unit:
 # status, workers over time, each process's peak memory, the sync log's size (docs/BENCHMARKS.md).
 soak: build
 	bash scripts/soak.sh
+
+# The long chaos runs (CHAOS_DURATION, default 30m, per configuration: embedded, RabbitMQ +
+# ZooKeeper, Docker runtime): results in docs/RELIABILITY.md. `make test` runs a minute of each.
+chaos: services build image
+	bash scripts/chaos.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

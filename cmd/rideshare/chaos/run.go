@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -51,6 +52,8 @@ type RunConfig struct {
 	Seed uint64
 	// Clients run one operation at a time each, on Keys usernames.
 	Clients, Keys int
+	// Rides adds a client that creates rides and joins them through the gateway.
+	Rides bool
 	// OpTimeout bounds one operation; one that runs out is indeterminate.
 	OpTimeout time.Duration
 	// Faults to inject (nil: every fault the configuration supports), each at least once,
@@ -179,6 +182,23 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 			runClient(loadCtx, NewClient(i, db, rec), rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1)), cfg)
 		}()
 	}
+	var rides *rideLoad
+	if cfg.Rides {
+		rides = newRideLoad(s.GatewayURL, strconv.FormatUint(cfg.Seed%1e6, 10), cfg.OpTimeout)
+		sctx, cancel := context.WithTimeout(loadCtx, 30*time.Second)
+		err := rides.setUp(sctx)
+		cancel()
+		if err != nil {
+			stopLoad()
+			clients.Wait()
+			return rep, err
+		}
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			rides.run(loadCtx)
+		}()
+	}
 	rep.Faults = injectFaults(loadCtx, s, cfg, rec)
 	clients.Wait()
 	rep.Duration = rec.Now()
@@ -209,6 +229,9 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 		CheckEventualReads(h, log),
 		CheckOneMaster(log, h),
 	)
+	if rides != nil {
+		rep.Results = append(rep.Results, rides.check(ctx))
+	}
 	if cfg.System.Runtime == "docker" {
 		rep.Results = append(rep.Results, Result{Name: "every replica equals the log", Holds: true,
 			Evidence: "not checked with --runtime docker: the copies are inside the containers"})

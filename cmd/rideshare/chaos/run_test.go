@@ -54,7 +54,7 @@ func runChaos(t *testing.T, d time.Duration, faults []string, zkRestart [][]stri
 		o(&cfg)
 	}
 	rc := RunConfig{
-		System: cfg, Duration: d, Seed: seed(t), Clients: 8, Keys: 6,
+		System: cfg, Duration: d, Seed: seed(t), Clients: 8, Keys: 6, Rides: true,
 		OpTimeout: 5 * time.Second, FaultEvery: 5 * time.Second, Faults: faults,
 		RestartZooKeeper: zkRestart, Out: t.TempDir(), Progress: testWriter{t},
 	}
