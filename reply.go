@@ -7,6 +7,10 @@ type WriteReply struct {
 	Result *Result `json:"result,omitempty"`
 	Error  string  `json:"error,omitempty"`
 	Kind   string  `json:"kind,omitempty"`
+	// Seq is, for a refusal (a duplicate username), the log sequence of the state that
+	// refused it: a refusal shows that state as a read does, so later strong reads must wait
+	// for it too.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // ReadReply answers a request on readQ (the request body is a Read). Rows is the JSON array of

@@ -226,6 +226,8 @@ func (o *Orchestrator) write(ctx context.Context, op rideshare.Write) (rideshare
 		}
 		return *reply.Result, nil
 	}
+	// A refusal shows the state it met, as a read does (see shown).
+	raise(&o.shown, reply.Seq)
 	return rideshare.Result{}, rideshare.ErrorOfKind(reply.Kind, reply.Error)
 }
 

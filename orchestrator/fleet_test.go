@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/rideshare/rideshare/broker"
 	"log/slog"
 	"os"
 	"slices"
@@ -155,7 +156,8 @@ type supOpts struct {
 	ghostGrace   time.Duration // 0: a ghost is killed at the first round after it is seen
 	startTimeout time.Duration // 0: the orchestrator's default
 	silent       map[int]bool
-	holdStops    bool // a stopped worker leaves only once the test calls release
+	holdStops    bool          // a stopped worker leaves only once the test calls release
+	broker       broker.Broker // the orchestrator's broker; nil: none (the fakes take no requests)
 	// wrap, if set, wraps the coordinator and runtime the orchestrator is given.
 	wrap func(c coord.Coordinator, rt Runtime) (coord.Coordinator, Runtime)
 }
@@ -218,7 +220,7 @@ func (s *supervised) open(t *testing.T) *Orchestrator {
 	if s.opts.wrap != nil {
 		c, rt = s.opts.wrap(c, rt)
 	}
-	o := New(nil, c, rt, nil)
+	o := New(s.opts.broker, c, rt, nil)
 	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	o.Poll, o.AdminToken, o.GhostGrace = 20*time.Millisecond, "test", s.opts.ghostGrace
 	if s.opts.startTimeout != 0 {

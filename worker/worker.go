@@ -524,6 +524,46 @@ func (w *Worker) commitLoop(ctx context.Context) {
 	}
 }
 
+// confirmRefusals says whether the refusals among outs (a duplicate username) may be answered
+// as such. A refusal is a read of the master's state, and a deposed master that has not yet
+// noticed (paused past its session, then resumed) holds a stale state: answering from it would
+// tell a client that a user exists after the new master deleted it. A write is fenced by its
+// log append; a refusal appends nothing, so it is confirmed instead: by this group's own
+// append (the log was at our state when it took it), or else by the log's last sequence still
+// being ours, as etcd's ReadIndex confirms a leader's reads. If the log has moved on, this
+// master steps down.
+func (w *Worker) confirmRefusals(ctx context.Context, outs []store.Outcome, before, seq uint64) error {
+	refused := false
+	for _, o := range outs {
+		refused = refused || errors.Is(o.Err, rideshare.ErrConstraint)
+	}
+	switch {
+	case !refused:
+		return nil
+	case seq > before:
+		return nil // appended after expecting `before` last: the state was the log's
+	}
+	last, err := w.Log.Last(ctx)
+	switch {
+	case err != nil:
+		return fmt.Errorf("read the log's last sequence: %w", err)
+	case last != seq:
+		err := fmt.Errorf("%w: the log is at %d, this master at %d", synclog.ErrFenced, last, seq)
+		w.stepDown(err)
+		return err
+	}
+	return nil
+}
+
+// stepDown ends the master role after err showed that another master took over.
+func (w *Worker) stepDown(err error) {
+	w.Logger.Error("stepping down", "err", err)
+	select {
+	case w.fenced <- fmt.Errorf("%w: %v", ErrSteppedDown, err):
+	default:
+	}
+}
+
 // MaxGroupOps bounds the row operations of one group (one log entry), so that an entry stays
 // far below the largest message NATS carries and a catch-up never holds many rows at once:
 // 256 batches of 100 inserts would make a 4 MB entry.
@@ -556,13 +596,15 @@ func (w *Worker) commitGroup(ctx context.Context, batch []writeReq) {
 	var entry store.LogOp
 	before := w.Store.Applied()
 	outs := w.Store.ExecuteGroup(ctx, ops, w.appendLog(ctx, &entry))
-	if seq := w.Store.Applied(); seq > before {
+	seq := w.Store.Applied()
+	if seq > before {
 		// Fan out before answering, so slaves usually have it when the next read comes.
 		if err := w.Broker.PublishSync(ctx, marshal(store.Entry{Seq: seq, Op: entry})); err != nil {
 			w.Logger.Warn("syncQ publish failed; slaves will read the log", "err", err)
 		}
 		w.notify()
 	}
+	refusalErr := w.confirmRefusals(ctx, outs, before, seq)
 	for i, o := range outs {
 		var reply rideshare.WriteReply
 		switch err := o.Err; {
@@ -570,13 +612,13 @@ func (w *Worker) commitGroup(ctx context.Context, batch []writeReq) {
 			res := o.Result
 			reply.Result = &res
 		case errors.Is(err, synclog.ErrFenced), errors.Is(err, store.ErrDiverged):
-			w.Logger.Error("stepping down", "err", err)
-			select {
-			case w.fenced <- fmt.Errorf("%w: %v", ErrSteppedDown, err):
-			default:
-			}
+			w.stepDown(err)
 			reply = rideshare.WriteReply{Error: "master " + w.ID + " stepped down", Kind: rideshare.KindRetry}
-		case errors.Is(err, rideshare.ErrInvalid), errors.Is(err, rideshare.ErrConstraint):
+		case errors.Is(err, rideshare.ErrConstraint) && refusalErr != nil:
+			reply = rideshare.WriteReply{Error: "master " + w.ID + " could not confirm a refusal: " + refusalErr.Error(), Kind: rideshare.KindRetry}
+		case errors.Is(err, rideshare.ErrConstraint):
+			reply = rideshare.WriteReply{Error: err.Error(), Kind: rideshare.KindOf(err), Seq: seq}
+		case errors.Is(err, rideshare.ErrInvalid):
 			reply = rideshare.WriteReply{Error: err.Error(), Kind: rideshare.KindOf(err)}
 		default:
 			w.Logger.Error("write failed", "err", err)

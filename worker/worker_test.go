@@ -368,6 +368,51 @@ func TestFencedMasterStepsDown(t *testing.T) {
 	}
 }
 
+// A refusal is a read of the master's state and is fenced like a write: a deposed master that
+// has not noticed yet (it was paused past its session) must not answer "the user exists" from
+// its stale copy after the new master deleted the user. Found by `rideshare chaos` (RabbitMQ
+// and ZooKeeper, a paused master): a 409 for an insert after the user's acknowledged delete.
+func TestDeposedMasterRefusesNothingFromStaleState(t *testing.T) {
+	d := newDeployment(t)
+	m := d.start("w1")
+	d.awaitReady("w1")
+	d.promote("w1")
+	if r, err := d.write(insertUser("a")); err != nil || r.Result == nil {
+		t.Fatalf("write: %+v, %v", r, err)
+	}
+	d.appendUsers("usurper") // a newer master's entry, which w1 has not seen
+	r, err := d.write(insertUser("a"))
+	if err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if r.Kind != rideshare.KindRetry {
+		t.Fatalf("deposed master answered %+v, want kind %s (the orchestrator resends to the new master)", r, rideshare.KindRetry)
+	}
+	if err := m.wait(t); !errors.Is(err, worker.ErrSteppedDown) {
+		t.Fatalf("Run after its refusal was not confirmed: %v, want ErrSteppedDown", err)
+	}
+}
+
+// A refusal says which state refused it, so that the orchestrator's later strong reads wait
+// for that state (a refusal shows "present" as a read would).
+func TestRefusalCarriesItsSequence(t *testing.T) {
+	d := newDeployment(t)
+	d.start("w1")
+	d.awaitReady("w1")
+	d.promote("w1")
+	ok, err := d.write(insertUser("a"))
+	if err != nil || ok.Result == nil {
+		t.Fatalf("write: %+v, %v", ok, err)
+	}
+	r, err := d.write(insertUser("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Kind != rideshare.KindConstraint || r.Seq != ok.Result.Seq {
+		t.Fatalf("duplicate answered %+v, want kind %s at seq %d", r, rideshare.KindConstraint, ok.Result.Seq)
+	}
+}
+
 // A master whose coordination session ends stops taking writes and exits.
 func TestMasterStopsWhenSessionLost(t *testing.T) {
 	d := newDeployment(t)

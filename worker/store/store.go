@@ -517,7 +517,7 @@ func apply(ctx context.Context, tx *txn, w rideshare.Write, resolve bool) (rides
 func mapErr(err error) error {
 	var se *sqlite.Error
 	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT {
-		return fmt.Errorf("%w: %s", rideshare.ErrConstraint, sqlite.ErrorCodeString[se.Code()])
+		return fmt.Errorf("%w: %s", rideshare.ErrConstraint, se.Error())
 	}
 	return err
 }

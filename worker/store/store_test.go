@@ -7,6 +7,7 @@ import (
 	"github.com/rideshare/rideshare"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -189,9 +190,15 @@ func TestConstraintErrors(t *testing.T) {
 		"join of missing ride": {Table: "ride_users", Insert: map[string]any{"ride_id": 99, "username": "a"}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := s.Execute(ctx, w, log.appender(s)); !errors.Is(err, rideshare.ErrConstraint) {
+			_, err := s.Execute(ctx, w, log.appender(s))
+			if !errors.Is(err, rideshare.ErrConstraint) {
 				t.Fatalf("want ErrConstraint, got %v", err)
 			}
+			// The reason names what failed, for the client's 409.
+			if !strings.Contains(err.Error(), "constraint failed") {
+				t.Fatalf("error %q does not say which constraint failed", err)
+			}
+			t.Log(err)
 		})
 	}
 }

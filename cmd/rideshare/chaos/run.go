@@ -85,6 +85,18 @@ type Report struct {
 	Ops      map[Class]int
 	Faults   []FaultRun
 	Results  []Result
+	// Evidence is where the history and the log of a violated run were written.
+	Evidence string
+}
+
+// Violated says some check did not hold.
+func (r *Report) Violated() bool {
+	for _, c := range r.Results {
+		if !c.Holds {
+			return true
+		}
+	}
+	return false
 }
 
 // Holds says every check held.
@@ -117,6 +129,9 @@ func (r *Report) Print(w io.Writer) {
 	}
 	for _, c := range r.Results {
 		fmt.Fprintln(w, "  "+c.String())
+	}
+	if r.Evidence != "" {
+		fmt.Fprintln(w, "  history and log: "+r.Evidence)
 	}
 }
 
@@ -232,6 +247,17 @@ func Run(ctx context.Context, cfg RunConfig) (*Report, error) {
 	if rides != nil {
 		rep.Results = append(rep.Results, rides.check(ctx))
 	}
+	defer func() {
+		// A violation is only as useful as its evidence: keep the whole history and log
+		// beside the visualisation, for an analysis the checks do not make.
+		if rep.Violated() {
+			if path, err := WriteEvidence(cfg.Out, h, log); err != nil {
+				rep.Evidence = "history not written: " + err.Error()
+			} else {
+				rep.Evidence = path
+			}
+		}
+	}()
 	if cfg.System.Runtime == "docker" {
 		rep.Results = append(rep.Results, Result{Name: "every replica equals the log", Holds: true,
 			Evidence: "not checked with --runtime docker: the copies are inside the containers"})

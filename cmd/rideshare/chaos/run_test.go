@@ -45,6 +45,12 @@ func duration(t *testing.T, d time.Duration) time.Duration {
 // runChaos runs the load with faults against a fresh stack with two slaves.
 func runChaos(t *testing.T, d time.Duration, faults []string, zkRestart [][]string, opts ...systemtest.Option) *Report {
 	t.Helper()
+	return runChaosSeed(t, seed(t), d, faults, zkRestart, opts...)
+}
+
+// runChaosSeed is runChaos with the schedule drawn from the given seed.
+func runChaosSeed(t *testing.T, seed uint64, d time.Duration, faults []string, zkRestart [][]string, opts ...systemtest.Option) *Report {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("chaos runs a real stack")
 	}
@@ -54,9 +60,12 @@ func runChaos(t *testing.T, d time.Duration, faults []string, zkRestart [][]stri
 		o(&cfg)
 	}
 	rc := RunConfig{
-		System: cfg, Duration: d, Seed: seed(t), Clients: 8, Keys: 6, Rides: true,
+		System: cfg, Duration: d, Seed: seed, Clients: 8, Keys: 6, Rides: true,
 		OpTimeout: 5 * time.Second, FaultEvery: 5 * time.Second, Faults: faults,
 		RestartZooKeeper: zkRestart, Out: t.TempDir(), Progress: testWriter{t},
+	}
+	if dir := os.Getenv("RIDESHARE_CHAOS_OUT"); dir != "" {
+		rc.Out = dir // keep a violation's evidence after the test
 	}
 	t.Logf("seed %d (RIDESHARE_CHAOS_SEED=%d replays the schedule)", rc.Seed, rc.Seed)
 	rep, err := Run(context.Background(), rc)
@@ -116,6 +125,20 @@ func TestChaosEmbedded(t *testing.T) {
 func TestChaosRabbitMQZooKeeper(t *testing.T) {
 	restartZK := [][]string{{"bash", "../../../scripts/services.sh", "restart-zk"}}
 	rep := runChaos(t, duration(t, time.Minute),
+		[]string{KillMaster, KillSlave, PauseMaster, RestartRabbitMQ, RestartZooKeeper}, restartZK,
+		systemtest.AMQP(t), systemtest.ZK(t))
+	mustHold(t, rep)
+}
+
+// Regression, seed 1796217599936382571 of the run above (CI, 2026-12-02): the master is paused
+// past its session at 5 s, RabbitMQ restarts at 9 s, a new master is promoted; on resuming,
+// the deposed master answered inserts of users the new master had deleted with 409 "exists"
+// from its stale copy, for half a second before a write of its own was fenced. A refusal
+// appends nothing to the log, so nothing fenced it; the master now confirms a refusal against
+// the log (TestDeposedMasterRefusesNothingFromStaleState in worker is the unit test).
+func TestChaosRegressionDeposedMasterRefusals(t *testing.T) {
+	restartZK := [][]string{{"bash", "../../../scripts/services.sh", "restart-zk"}}
+	rep := runChaosSeed(t, 1796217599936382571, time.Minute,
 		[]string{KillMaster, KillSlave, PauseMaster, RestartRabbitMQ, RestartZooKeeper}, restartZK,
 		systemtest.AMQP(t), systemtest.ZK(t))
 	mustHold(t, rep)

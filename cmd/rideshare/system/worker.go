@@ -60,7 +60,7 @@ func WorkerMain(ctx context.Context, args []string) error {
 		return err
 	}
 	exitWithParent(ctx)
-	return RunWorker(ctx, c, logger.With("worker", c.ID))
+	return RunWorker(ctx, c, logger)
 }
 
 // RunWorker runs one worker: it restores the newest snapshot (if any), opens its SQLite copy,
@@ -69,6 +69,8 @@ func RunWorker(ctx context.Context, c WorkerConfig, logger *slog.Logger) error {
 	if c.ID == "" || c.Data == "" {
 		return errors.New("--id and --data are required")
 	}
+	base := logger // the worker adds its own id (worker.Run)
+	logger = logger.With("worker", c.ID)
 	if err := os.MkdirAll(c.Data, 0o755); err != nil {
 		return err
 	}
@@ -111,7 +113,7 @@ func RunWorker(ctx context.Context, c WorkerConfig, logger *slog.Logger) error {
 		b = ab
 	}
 	w := worker.New(c.ID, st, b, log, coordinator)
-	w.Logger = logger
+	w.Logger = base
 	if fp := os.Getenv(FailpointsEnv); fp != "" {
 		if w.Failpoints, err = worker.ParseFailpoints(fp); err != nil {
 			return err
