@@ -54,7 +54,7 @@ func (b *Broker) Open(ctx context.Context) error {
 func (b *Broker) Conn() *nats.Conn { return b.nc }
 
 // Connect opens a NATS connection that retries forever and logs its state changes.
-func Connect(url, name string, inProcess nats.InProcessConnProvider, logger *slog.Logger) (*nats.Conn, error) {
+func Connect(url, name string, inProcess nats.InProcessConnProvider, logger *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -74,7 +74,7 @@ func Connect(url, name string, inProcess nats.InProcessConnProvider, logger *slo
 	if inProcess != nil {
 		opts = append(opts, nats.InProcessServer(inProcess))
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
 	}

@@ -2,9 +2,11 @@ package natsq
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // Server is the NATS server with JetStream that the orchestrator embeds.
@@ -14,6 +16,15 @@ type Server struct {
 	// Host and Port to listen on for workers; Port -1 picks a free port.
 	Host string
 	Port int
+	// Token is what every client must present (nats.Token): without it, anyone who reaches
+	// the port could publish on writeQ or delete the sync log. Empty: no authentication,
+	// for tests that start a server of their own.
+	Token string
+	// Sync is how JetStream makes the log durable: SyncAlways fsyncs every write before it is
+	// acknowledged (an acknowledged write survives a power loss), else files are fsynced every
+	// SyncInterval (the server's default, 2 minutes, when 0) and a crash of the machine may
+	// lose up to that much; a crash of the process loses nothing either way.
+	Sync Sync
 
 	srv *server.Server
 }
@@ -36,6 +47,10 @@ func (s *Server) Open() error {
 		PingInterval: time.Second,
 		MaxPingsOut:  2,
 		MaxPayload:   8 << 20,
+		// A token, not users: every client (orchestrator, workers) is equally trusted.
+		Authorization: s.Token,
+		SyncAlways:    s.Sync.Always,
+		SyncInterval:  s.Sync.Interval,
 	})
 	if err != nil {
 		return fmt.Errorf("configure nats server: %w", err)
@@ -51,6 +66,42 @@ func (s *Server) Open() error {
 
 // ClientURL is the address workers connect to.
 func (s *Server) ClientURL() string { return s.srv.ClientURL() }
+
+// Sync is JetStream's fsync policy (Server.Sync).
+type Sync struct {
+	Always   bool
+	Interval time.Duration
+}
+
+// DefaultSync is the server's own default: fsync every two minutes.
+const DefaultSync = "2m"
+
+// ParseSync reads a --nats-sync value: "always", or an interval such as "2m".
+func ParseSync(v string) (Sync, error) {
+	if v == "always" {
+		return Sync{Always: true}, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return Sync{}, fmt.Errorf("nats sync %q: want \"always\" or a positive interval such as 2m", v)
+	}
+	return Sync{Interval: d}, nil
+}
+
+func (s Sync) String() string {
+	if s.Always {
+		return "always"
+	}
+	if s.Interval == 0 {
+		return DefaultSync
+	}
+	return s.Interval.String()
+}
+
+// Connect connects a client in this process, without a socket, with the server's token.
+func (s *Server) Connect(name string, logger *slog.Logger) (*nats.Conn, error) {
+	return Connect(s.ClientURL(), name, s.srv, logger, nats.Token(s.Token))
+}
 
 // InProcess lets a client in this process connect without a socket.
 func (s *Server) InProcess() *server.Server { return s.srv }

@@ -23,7 +23,6 @@ import (
 
 	"github.com/rideshare/rideshare"
 	"github.com/rideshare/rideshare/broker/coord"
-	"github.com/rideshare/rideshare/broker/natsq"
 	"github.com/rideshare/rideshare/broker/synclog"
 	"github.com/rideshare/rideshare/cmd/rideshare/system"
 	"github.com/rideshare/rideshare/orchestrator"
@@ -497,7 +496,7 @@ func whole(ws []orchestrator.WorkerInfo, head uint64, slaves int) string {
 
 // readLog reads the whole sync log.
 func readLog(ctx context.Context, s *system.System, logger *slog.Logger) ([]Entry, error) {
-	nc, err := natsq.Connect(s.NATS.ClientURL(), "chaos", s.NATS.InProcess(), logger)
+	nc, err := s.NATS.Connect("chaos", logger)
 	if err != nil {
 		return nil, err
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/rideshare/rideshare/cmd/rideshare/system"
 	"github.com/rideshare/rideshare/cmd/rideshare/systemtest"
 
-	"github.com/rideshare/rideshare/broker/natsq"
 	"github.com/rideshare/rideshare/broker/synclog"
 	"github.com/rideshare/rideshare/orchestrator"
 	"github.com/rideshare/rideshare/worker/store"
@@ -130,7 +129,7 @@ func settled(t *testing.T, st *stack, wantWorkers int) []orchestrator.WorkerInfo
 func waitWorkers(t *testing.T, st *stack, wantWorkers int, atHead bool) []orchestrator.WorkerInfo {
 	t.Helper()
 	ctx := context.Background()
-	nc, err := natsq.Connect(st.NATS.ClientURL(), "test", nil, nil)
+	nc, err := st.NATS.Connect("test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/rideshare/rideshare/broker/natsq"
 	"github.com/rideshare/rideshare/broker/synclog"
 	"github.com/rideshare/rideshare/orchestrator"
 	"github.com/rideshare/rideshare/worker/snapshot"
@@ -141,7 +140,7 @@ func TestReplayingTheLogReproducesTheMaster(t *testing.T) {
 	}
 	defer masterDB.Close()
 
-	nc, err := natsq.Connect(st.NATS.ClientURL(), "test", nil, nil)
+	nc, err := st.NATS.Connect("test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +239,7 @@ func TestNewSlaveStartsFromSnapshot(t *testing.T) {
 	const every = 300
 	st := mustStack(t, withSnapshotEvery(every))
 	ctx := context.Background()
-	nc, err := natsq.Connect(st.NATS.ClientURL(), "test", nil, nil)
+	nc, err := st.NATS.Connect("test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

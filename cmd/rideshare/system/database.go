@@ -32,6 +32,14 @@ import (
 // sync log and the snapshots, the coordinator, the orchestrator and its scaler, and serves the
 // orchestrator's API.
 func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	syncSetting := cfg.NATSSync
+	if syncSetting == "" {
+		syncSetting = natsq.DefaultSync
+	}
+	sync, err := natsq.ParseSync(syncSetting)
+	if err != nil {
+		return fmt.Errorf("--nats-sync: %w", err)
+	}
 	lo, url, err := s.listen(cfg.OrchestratorAddr)
 	if err != nil {
 		return err
@@ -42,6 +50,15 @@ func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logg
 	if err := os.RemoveAll(workersDir); err != nil {
 		return err
 	}
+
+	natsToken := cfg.NATSToken
+	if natsToken == "" {
+		if natsToken, err = natsq.LoadOrCreateToken(filepath.Join(cfg.Data, NATSTokenFile)); err != nil {
+			return err
+		}
+	}
+	// Handed to the workers through their environment: a command line shows in ps.
+	tokenEnv := NATSTokenEnv + "=" + natsToken
 
 	// The workers' runtime is built first because, with Docker, where the NATS server must
 	// listen and what the workers are told depend on where this process runs (Open finds
@@ -65,11 +82,12 @@ func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logg
 			command = []string{exe, "worker"}
 		}
 		s.Runtime = procrt.New(command, workersDir, workerArgs)
-		s.Runtime.Env = cfg.WorkerEnv
+		s.Runtime.Env = append(append([]string(nil), cfg.WorkerEnv...), tokenEnv)
 		s.Runtime.Logger = logger
 		rt, closeR = s.Runtime, s.Runtime.Close
 	case "docker":
 		drt = cfg.Docker.runtime(workerArgs)
+		drt.Env = append(drt.Env, tokenEnv)
 		drt.Logger = logger
 		drt.LogOutput = os.Stderr // like child processes: the workers' logs with the orchestrator's
 		if err := drt.Open(ctx); err != nil {
@@ -92,13 +110,13 @@ func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logg
 	if err != nil {
 		return err
 	}
-	s.NATS = &natsq.Server{StoreDir: filepath.Join(cfg.Data, backup.NATSDir), Host: host, Port: port}
+	s.NATS = &natsq.Server{StoreDir: filepath.Join(cfg.Data, backup.NATSDir), Host: host, Port: port, Token: natsToken, Sync: sync}
 	if err := s.NATS.Open(); err != nil {
 		return err
 	}
 	s.onClose(s.NATS.Close)
 	natsURL = cfg.Docker.natsAdvertise(drt, s.NATS.ClientURL())
-	nc, err := natsq.Connect(s.NATS.ClientURL(), "orchestrator", s.NATS.InProcess(), logger)
+	nc, err := s.NATS.Connect("orchestrator", logger)
 	if err != nil {
 		return err
 	}

@@ -53,6 +53,13 @@ type Config struct {
 	// Runtime runs the workers: "process" (child processes) or "docker" (containers).
 	Runtime string
 	Docker  DockerConfig
+	// NATSToken is what every client of the embedded NATS server must present (the workers
+	// get it in their environment, NATSTokenEnv, never on their command line); empty: the one
+	// kept in the data directory (NATSTokenFile), made on the deployment's first start.
+	NATSToken string
+	// NATSSync is JetStream's fsync policy (natsq.ParseSync): "always" (every write on disk
+	// before its acknowledgement), or an interval; empty: natsq.DefaultSync.
+	NATSSync string
 	// AdminToken, if set, is required on the database, crash and backup APIs.
 	AdminToken                string
 	WriteTimeout, ReadTimeout time.Duration

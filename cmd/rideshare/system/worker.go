@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/rideshare/rideshare/broker"
 	"github.com/rideshare/rideshare/broker/natsq"
 	"github.com/rideshare/rideshare/broker/synclog"
@@ -23,6 +25,14 @@ import (
 // chaos tests set it, to show their checker catches them.
 const FailpointsEnv = "RIDESHARE_FAILPOINTS"
 
+// NATSTokenEnv holds the token of the orchestrator's NATS server: set by the orchestrator for
+// its workers, or by an operator who gives the deployment its own (rideshare up/orchestrator).
+// It is read from the environment only: a flag would show it to anyone running ps.
+const NATSTokenEnv = "RIDESHARE_NATS_TOKEN"
+
+// NATSTokenFile is where a deployment keeps its generated NATS token, in its data directory.
+const NATSTokenFile = "nats-token"
+
 // WorkerConfig is one worker's: what the orchestrator passes it (WorkerArgs).
 type WorkerConfig struct {
 	ID, Data       string
@@ -31,6 +41,8 @@ type WorkerConfig struct {
 	SessionTimeout time.Duration
 	LogLevel       string
 	SnapshotEvery  uint64
+	// NATSToken is presented to the NATS server (from NATSTokenEnv, not a flag).
+	NATSToken string
 }
 
 // WorkerFlags registers the worker's flags on fs, filling c.
@@ -59,6 +71,7 @@ func WorkerMain(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	c.NATSToken = os.Getenv(NATSTokenEnv)
 	exitWithParent(ctx)
 	return RunWorker(ctx, c, logger)
 }
@@ -74,7 +87,7 @@ func RunWorker(ctx context.Context, c WorkerConfig, logger *slog.Logger) error {
 	if err := os.MkdirAll(c.Data, 0o755); err != nil {
 		return err
 	}
-	nc, err := natsq.Connect(c.NATS, "worker-"+c.ID, nil, logger)
+	nc, err := natsq.Connect(c.NATS, "worker-"+c.ID, nil, logger, nats.Token(c.NATSToken))
 	if err != nil {
 		return err
 	}

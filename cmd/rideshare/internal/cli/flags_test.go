@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+	"flag"
 	"strings"
 	"testing"
 
@@ -32,6 +34,36 @@ func TestOrchestratorHasItsOwnFlags(t *testing.T) {
 	for _, name := range []string{"gateway", "users", "rides", "orchestrator", "data", "max-slaves"} {
 		if up.Lookup(name) == nil {
 			t.Errorf("rideshare up lacks --%s", name)
+		}
+	}
+}
+
+// A bad --nats-sync is refused with the reason before anything starts; the NATS token is not
+// a flag (ps would show it) but the environment's, and the help says so.
+func TestNATSSettings(t *testing.T) {
+	err := Run(context.Background(), []string{"orchestrator", "--nats-sync", "sometimes", "--listen", "127.0.0.1:0", "--data", t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "--nats-sync") || !strings.Contains(err.Error(), "always") {
+		t.Fatalf("--nats-sync sometimes: %v, want refused with the values it takes", err)
+	}
+	for _, build := range []func(*system.Config) (*flag.FlagSet, func()){upFlags, orchestratorFlags} {
+		var cfg system.Config
+		fs, finish := build(&cfg)
+		if fs.Lookup("nats-token") != nil {
+			t.Errorf("%s takes the NATS token as a flag, which ps shows", fs.Name())
+		}
+		var help strings.Builder
+		fs.SetOutput(&help)
+		fs.Usage()
+		if !strings.Contains(help.String(), system.NATSTokenEnv) {
+			t.Errorf("%s --help does not say where the NATS token comes from", fs.Name())
+		}
+		t.Setenv(system.NATSTokenEnv, "from-the-environment")
+		if err := fs.Parse(nil); err != nil {
+			t.Fatal(err)
+		}
+		finish()
+		if cfg.NATSToken != "from-the-environment" {
+			t.Errorf("%s: NATS token %q, want $%s's", fs.Name(), cfg.NATSToken, system.NATSTokenEnv)
 		}
 	}
 }

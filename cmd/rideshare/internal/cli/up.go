@@ -4,9 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/rideshare/rideshare/broker/natsq"
 	"github.com/rideshare/rideshare/cmd/rideshare/system"
 	"github.com/rideshare/rideshare/orchestrator"
 	"github.com/rideshare/rideshare/worker"
@@ -29,6 +31,7 @@ func databaseFlags(fs *flag.FlagSet, c *system.Config) (finish func()) {
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", 3*time.Second, "coordination session timeout (how fast a dead worker is noticed)")
 	fs.StringVar(&c.Runtime, "runtime", "process", "worker runtime: process (child processes) or docker (containers of the rideshare image)")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "if set, required as 'Authorization: Bearer <token>' on the database, crash and backup APIs")
+	fs.StringVar(&c.NATSSync, "nats-sync", natsq.DefaultSync, "when JetStream fsyncs the sync log: always (each write is on disk before it is acknowledged: survives a power loss),\nor every interval (a crash of the machine may lose up to that much; a crash of the process loses nothing)")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "how long a write waits for a master (failovers included)")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", 10*time.Second, "how long a read waits for a slave")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -46,13 +49,14 @@ func databaseFlags(fs *flag.FlagSet, c *system.Config) (finish func()) {
 	return func() {
 		c.MaxSlaves = int(maxSlaves)
 		d.AddHosts = strings.Split(*addHosts, ",")
+		c.NATSToken = os.Getenv(system.NATSTokenEnv) // not a flag: ps shows flags
 	}
 }
 
 // upFlags are `rideshare up`'s: the three services' and the orchestrator's addresses, then
 // the database's.
 func upFlags(cfg *system.Config) (*flag.FlagSet, func()) {
-	fs := newFlags("up", "Runs everything on one machine: gateway, users, rides, the orchestrator with an embedded NATS JetStream\n(all four queues and the sync log), and 1 master + --slaves slave workers as child processes.\nPrints one line when the system is ready. SIGINT/SIGTERM stop everything.")
+	fs := newFlags("up", "Runs everything on one machine: gateway, users, rides, the orchestrator with an embedded NATS JetStream\n(all four queues and the sync log), and 1 master + --slaves slave workers as child processes.\nPrints one line when the system is ready. SIGINT/SIGTERM stop everything.\nEvery NATS client presents a token: $RIDESHARE_NATS_TOKEN (environment only: ps shows flags), else the one\nmade on the first start and kept in <data>/nats-token; the workers get it in their environment.")
 	fs.StringVar(&cfg.GatewayAddr, "gateway", "127.0.0.1:8080", "gateway (load balancer) listen address")
 	fs.StringVar(&cfg.UsersAddr, "users", "127.0.0.1:8081", "users service listen address")
 	fs.StringVar(&cfg.RidesAddr, "rides", "127.0.0.1:8082", "rides service listen address")
@@ -84,7 +88,7 @@ func cmdUp(ctx context.Context, args []string) error {
 
 // orchestratorFlags are `rideshare orchestrator`'s: its listen address and the database's.
 func orchestratorFlags(cfg *system.Config) (*flag.FlagSet, func()) {
-	fs := newFlags("orchestrator", "The database as a service alone: the database API (db/read, db/write, crash, workers), an embedded NATS\nJetStream with the sync log (and the queues unless --amqp), the coordinator (embedded unless --zk), and\n1 master + --slaves slave workers (child processes, or containers with --runtime docker). The users and\nrides services reach it at --listen. SIGINT/SIGTERM stop it.")
+	fs := newFlags("orchestrator", "The database as a service alone: the database API (db/read, db/write, crash, workers), an embedded NATS\nJetStream with the sync log (and the queues unless --amqp), the coordinator (embedded unless --zk), and\n1 master + --slaves slave workers (child processes, or containers with --runtime docker). The users and\nrides services reach it at --listen. SIGINT/SIGTERM stop it.\nEvery NATS client presents a token: $RIDESHARE_NATS_TOKEN (environment only: ps shows flags), else the one\nmade on the first start and kept in <data>/nats-token; the workers get it in their environment.")
 	fs.StringVar(&cfg.OrchestratorAddr, "listen", "127.0.0.1:8083", "listen address of the database API")
 	return fs, databaseFlags(fs, cfg)
 }
