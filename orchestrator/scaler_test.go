@@ -437,7 +437,7 @@ func mustSizedScaler(tb testing.TB, api *dbAPI, room int, edit func(*orchestrato
 	p.reads.looked = make(chan struct{})
 	logs := openScaler(tb, api, p, func(s *orchestrator.Scaler) {
 		s.Reads = &p.reads
-		s.Interval, s.Min, s.Max, s.Step, s.Slaves = 500*time.Millisecond, 1, orchestrator.AutoMax, 2, 1
+		s.Interval, s.Min, s.Max, s.Step, s.Slaves = 2*time.Second, 1, orchestrator.AutoMax, 2, 1
 		if edit != nil {
 			edit(s)
 		}
@@ -451,6 +451,9 @@ func mustSizedScaler(tb testing.TB, api *dbAPI, room int, edit func(*orchestrato
 }
 
 // readsEachInterval counts n reads right after each decision, so every interval counts n.
+// The intervals are 2 s long (mustSizedScaler) so that a test goroutine starved by a loaded
+// machine still adds its reads within the interval it means (at 500 ms, `make test` beside
+// other work saw [1 3 5] for [3 5 7]).
 func readsEachInterval(t *testing.T, p *sizedPool, n, decisions int) []int {
 	t.Helper()
 	var got []int

@@ -524,12 +524,30 @@ func (r *Runtime) Close() error {
 	r.mu.Unlock()
 	r.bg.Wait()
 	if !r.KeepWorkers {
-		errs = append(errs, r.removeNetwork(context.Background()))
+		// A dead worker's removal still under way was cut short by cancel: remove what is
+		// left of the stack's workers (exited containers) before the network.
+		errs = append(errs, r.removeDead(context.Background()), r.removeNetwork(context.Background()))
 	}
 	if r.ownClient {
 		errs = append(errs, r.cli.Close())
 	}
 	r.cancel = nil
+	return errors.Join(errs...)
+}
+
+// removeDead removes the stack's worker containers that are no longer running.
+func (r *Runtime) removeDead(ctx context.Context) error {
+	cs, err := r.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
+		filters.Arg("label", LabelStack+"="+r.Stack), filters.Arg("label", LabelRole+"="+RoleWorker))})
+	if err != nil {
+		return fmt.Errorf("list dead workers: %w", err)
+	}
+	var errs []error
+	for _, c := range cs {
+		if c.State != container.StateRunning && c.State != container.StatePaused {
+			errs = append(errs, r.remove(ctx, c.ID))
+		}
+	}
 	return errors.Join(errs...)
 }
 
