@@ -2,8 +2,7 @@
 # services.sh — install (Debian packages) and run the services the tests need:
 #   ZooKeeper on 127.0.0.1:2181 (own config: tickTime 500, so 1 s sessions are possible)
 #   RabbitMQ  on 127.0.0.1:5672 (guest/guest)
-# and installs Chromium (Debian's chromium), which the console's browser tests drive headless,
-# and nats-server (Debian's), of which the --nats tests run a three-server JetStream cluster.
+# and installs Chromium (Debian's chromium), which the console's browser tests drive headless.
 #
 # Usage (as root):
 #   scripts/services.sh [start]     install what is missing, start what does not answer, wait
@@ -25,7 +24,7 @@ ZK_JARS=/usr/share/java/zookeeper.jar
 RABBIT_HOST=127.0.0.1
 RABBIT_PORT=5672
 WAIT=${RIDESHARE_SERVICES_WAIT:-90}
-PACKAGES=(zookeeper rabbitmq-server chromium nats-server)
+PACKAGES=(zookeeper rabbitmq-server chromium)
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() {
@@ -91,7 +90,6 @@ install_packages() {
 	fi
 	command -v java >/dev/null || die "java not found after installing zookeeper"
 	command -v chromium >/dev/null || die "chromium not found after installing it"
-	command -v nats-server >/dev/null || die "nats-server not found after installing it"
 }
 
 # ---------------------------------------------------------------- ZooKeeper

@@ -20,12 +20,32 @@ import (
 	"github.com/rideshare/rideshare/cmd/rideshare/system"
 )
 
-// NATSCluster is a JetStream cluster of Debian's nats-server processes on loopback, for the
-// tests of `--nats`: clients present Token, routes their own credentials.
+// NATSCluster is a JetStream cluster of nats-server processes on loopback, for the tests of
+// `--nats`: clients present Token, routes their own credentials.
 type NATSCluster struct {
 	Token string
 	nodes []*natsNode
 	t     *testing.T
+	bin   string
+}
+
+// natsServerBin is $RIDESHARE_NATS_SERVER, else nats-server built from the module the
+// project embeds (github.com/nats-io/nats-server/v2 in go.mod), so that the cluster runs the
+// same server version as `rideshare up`. Debian's package (2.9.10) is older: against it a
+// cluster sometimes stayed unusable for minutes after its stream leader was killed (ordered
+// consumers refused with "JetStream system temporarily unavailable"); docs/DESIGN.md.
+func natsServerBin(t *testing.T) (string, error) {
+	if b := os.Getenv("RIDESHARE_NATS_SERVER"); b != "" {
+		return b, nil
+	}
+	bin := filepath.Join(t.TempDir(), "nats-server")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2")
+	cmd.Dir = moduleRoot(t)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build nats-server: %v\n%s", err, out)
+	}
+	return bin, nil
 }
 
 type natsNode struct {
@@ -35,15 +55,15 @@ type natsNode struct {
 	exited     chan struct{}
 }
 
-// StartNATSCluster starts n nats-server processes (`make services` installs the package) joined
-// in one cluster, and waits until JetStream answers through each. They are killed at cleanup.
+// StartNATSCluster starts n nats-server processes joined in one cluster, and waits until
+// JetStream answers through each. They are killed at cleanup.
 func StartNATSCluster(t *testing.T, n int) *NATSCluster {
 	t.Helper()
-	bin, err := exec.LookPath("nats-server")
+	bin, err := natsServerBin(t)
 	if err != nil {
-		t.Fatalf("nats-server not found (Debian's nats-server package; make services installs it): %v", err)
+		t.Fatal(err)
 	}
-	c := &NATSCluster{Token: randomHex(16), t: t}
+	c := &NATSCluster{Token: randomHex(16), t: t, bin: bin}
 	routePass := randomHex(16)
 	ports, routes := freePorts(t, n), freePorts(t, n)
 	var routeURLs []string
@@ -140,8 +160,7 @@ func (c *NATSCluster) Kill(name string) {
 // through it.
 func (c *NATSCluster) Restart(name string) {
 	c.t.Helper()
-	bin, _ := exec.LookPath("nats-server")
-	c.start(bin, c.node(name))
+	c.start(c.bin, c.node(name))
 	c.WaitJetStream(name, time.Minute)
 }
 
