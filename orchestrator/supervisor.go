@@ -83,10 +83,18 @@ func (s *supervisor) run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			for range watch { // until closed
+			if watch != nil {
+				for range watch { // until closed
+				}
 			}
 			return nil
-		case <-watch:
+		case _, ok := <-watch:
+			if !ok {
+				// The watch ended before ctx (its session was lost): poll from now on
+				// rather than spin on a closed channel.
+				s.o.Logger.Warn("coordination watch ended; polling every " + s.o.Poll.String())
+				watch = nil
+			}
 		case <-t.C:
 		}
 	}

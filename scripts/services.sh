@@ -8,6 +8,7 @@
 #   scripts/services.sh [start]     install what is missing, start what does not answer, wait
 #   scripts/services.sh stop        stop both (only the ZooKeeper this script started)
 #   scripts/services.sh restart-zk  kill and restart ZooKeeper only (fault tests)
+#   scripts/services.sh stop-zk     kill ZooKeeper only; start-zk starts it again (outage tests)
 #   scripts/services.sh status      say what answers
 #
 # Idempotent: running it twice leaves one ZooKeeper and one RabbitMQ running.
@@ -293,6 +294,13 @@ restart-zk)
 	zk_start
 	zk_wait $((SECONDS + WAIT))
 	;;
+stop-zk)
+	zk_stop KILL
+	;;
+start-zk)
+	zk_start
+	zk_wait $((SECONDS + WAIT))
+	;;
 status)
 	rc=0
 	if zk_ready; then log "ZooKeeper: up on $ZK_HOST:$ZK_PORT"; else log "ZooKeeper: down"; rc=1; fi
@@ -300,6 +308,6 @@ status)
 	exit $rc
 	;;
 *)
-	die "usage: $0 [start|stop|restart-zk|status]"
+	die "usage: $0 [start|stop|restart-zk|stop-zk|start-zk|status]"
 	;;
 esac

@@ -139,16 +139,18 @@ func (w *Worker) runAsSlave(ctx context.Context) (promoted bool, err error) {
 		return false, err
 	}
 	defer readSub.Stop()
+	// Watch before saying ready: the orchestrator may designate this worker as soon as it is
+	// listed ready, and a designation made before the watch was set would wait for the next
+	// tick (an hour in the unit tests, which is how it was found).
+	watch, err := w.Coord.Watch(ctx)
+	if err != nil {
+		return false, err
+	}
 	w.setReady(true)
 	if err := w.publish(ctx); err != nil {
 		return false, err
 	}
 	w.Logger.Info("slave ready", "applied_seq", w.Store.Applied())
-
-	watch, err := w.Coord.Watch(ctx)
-	if err != nil {
-		return false, err
-	}
 	tick := time.NewTicker(w.PollEvery)
 	defer tick.Stop()
 	lastPublished := w.Store.Applied()

@@ -176,7 +176,14 @@ func (d *deployment) write(w rideshare.Write) (rideshare.WriteReply, error) {
 	body, _ := json.Marshal(w)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// A new master says so before it consumes writeQ (so that the orchestrator lists it by
+	// its first acknowledged write): until it does, the queue has no consumer. The
+	// orchestrator waits that out; so does this helper.
 	out, err := d.ops.Call(ctx, broker.WriteQ, body)
+	for errors.Is(err, broker.ErrNoConsumer) && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+		out, err = d.ops.Call(ctx, broker.WriteQ, body)
+	}
 	if err != nil {
 		return rideshare.WriteReply{}, err
 	}

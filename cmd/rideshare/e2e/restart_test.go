@@ -3,12 +3,14 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,4 +125,56 @@ func TestOrchestratorRestartAdoptsRunningWorkers(t *testing.T) {
 		time.Sleep(o.Poll) // let the supervisor reconcile again before looking once more
 	}
 	mustCall(t, 200, "POST", srv.URL+"/api/v1/db/write", rideshare.Write{Table: "users", Insert: map[string]any{"username": "after", "password": sha1hex(4)}})
+}
+
+// ZooKeeper down for longer than the session timeout: every session expires, the workers
+// exit, and once ZooKeeper is back the orchestrator (whose own session expired too) opens a
+// new one and supervises again: new workers, writes acknowledged, a crashed slave replaced.
+// Before the orchestrator renewed its session, it failed every round for good (found by
+// TestChaosRabbitMQZooKeeper).
+func TestZooKeeperOutageLongerThanTheSession(t *testing.T) {
+	if testing.Short() || os.Getenv("RIDESHARE_SKIP_ZK") == "1" {
+		t.Skip("needs ZooKeeper (make services)")
+	}
+	if os.Getenv("RIDESHARE_ZK") != "" {
+		t.Skip("stops only the ZooKeeper of scripts/services.sh")
+	}
+	zk := func(verb string) {
+		t.Helper()
+		if out, err := exec.Command("bash", "../../../scripts/services.sh", verb).CombinedOutput(); err != nil {
+			t.Fatalf("services.sh %s: %v\n%s", verb, err, out)
+		}
+	}
+	st := mustStack(t, withZK(t), withSlaves(1), func(c *system.Config) { c.SessionTimeout = 2 * time.Second })
+	before := settled(t, st, 2)
+	mustCall(t, 201, "PUT", st.GatewayURL+"/api/v1/users", map[string]string{"username": "before", "password": sha1hex(1)})
+
+	zk("stop-zk")
+	t.Cleanup(func() { zk("start-zk") }) // never leave the machine without it
+	for _, w := range before {
+		eventually(t, 30*time.Second, fmt.Sprintf("worker %s (pid %d) to exit with its session", w.ID, w.PID), func() bool {
+			return syscall.Kill(w.PID, 0) != nil
+		})
+	}
+	zk("start-zk")
+
+	after := settled(t, st, 2)
+	for _, w := range after {
+		for _, b := range before {
+			if w.PID == b.PID {
+				t.Fatalf("worker %s (pid %d) outlived its session", w.ID, w.PID)
+			}
+		}
+	}
+	mustCall(t, 201, "PUT", st.GatewayURL+"/api/v1/users", map[string]string{"username": "after", "password": sha1hex(2)})
+	var users []string
+	if err := json.Unmarshal(mustCall(t, 200, "GET", st.GatewayURL+"/api/v1/users", nil), &users); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(users, "before") || !slices.Contains(users, "after") {
+		t.Fatalf("users after the outage: %v, want before and after", users)
+	}
+	slave := postPIDs(t, st.OrchestratorURL+"/api/v1/crash/slave")[0]
+	gone(t, st, slave)
+	settled(t, st, 2)
 }

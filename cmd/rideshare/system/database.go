@@ -141,7 +141,11 @@ func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logg
 	if err != nil {
 		return err
 	}
-	c, err := openCoordinator(ctx, cfg, nc, logger)
+	// The orchestrator's session is renewed when lost (a long ZooKeeper outage): it holds no
+	// lock or membership, and must go on supervising once ZooKeeper is back.
+	c, err := coord.NewRenewing(ctx, func(ctx context.Context) (coord.Coordinator, error) {
+		return openCoordinator(ctx, cfg, nc, logger)
+	}, logger)
 	if err != nil {
 		return err
 	}
