@@ -41,18 +41,37 @@ type Log struct {
 // Open binds to the stream on nc's server; with create set (the orchestrator) it creates the
 // stream if it does not exist yet.
 func Open(ctx context.Context, nc *nats.Conn, create bool) (*Log, error) {
+	if create {
+		return Ensure(ctx, nc, 1)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	var s jetstream.Stream
-	if create {
-		s, err = js.CreateOrUpdateStream(ctx, streamConfig(0))
-	} else {
+	{
 		s, err = js.Stream(ctx, Stream)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", Stream, err)
+	}
+	return &Log{js: js, stream: s, maxBytes: batchBytes(nc)}, nil
+}
+
+// Ensure creates the log with the given number of replicas, or updates an existing one to
+// it, and opens it. On a JetStream cluster of three servers, 3 replicas make every append a
+// Raft commit on a majority of their disks before it is acknowledged: the log survives the
+// loss of any one server.
+func Ensure(ctx context.Context, nc *nats.Conn, replicas int) (*Log, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	cfg := streamConfig(0)
+	cfg.Replicas = max(replicas, 1)
+	s, err := js.CreateOrUpdateStream(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s (%d replicas): %w", Stream, cfg.Replicas, err)
 	}
 	return &Log{js: js, stream: s, maxBytes: batchBytes(nc)}, nil
 }

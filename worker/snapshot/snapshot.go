@@ -38,6 +38,17 @@ var ErrNone = errors.New("no snapshot")
 // Open binds to the bucket on nc's server; with create set (the orchestrator) it creates the
 // bucket if it does not exist yet.
 func Open(ctx context.Context, nc *nats.Conn, create bool) (*Store, error) {
+	replicas := 0 // bind only
+	if create {
+		replicas = 1
+	}
+	return OpenReplicas(ctx, nc, replicas)
+}
+
+// OpenReplicas creates (or updates) the store with the given replicas, or, with 0, binds to
+// the existing one.
+func OpenReplicas(ctx context.Context, nc *nats.Conn, replicas int) (*Store, error) {
+	create := replicas > 0
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
@@ -48,6 +59,7 @@ func Open(ctx context.Context, nc *nats.Conn, create bool) (*Store, error) {
 			Bucket:      Bucket,
 			Description: "newest database snapshot; new workers start from it",
 			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
 		})
 	} else {
 		obs, err = js.ObjectStore(ctx, Bucket)

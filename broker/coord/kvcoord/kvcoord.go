@@ -39,6 +39,13 @@ type KV struct {
 	// Poll is how often Watch looks for changes.
 	Poll   time.Duration
 	Logger *slog.Logger
+	// Replicas is the buckets' replica count on a JetStream cluster (0: 1), for the session
+	// that creates them.
+	Replicas int
+	// Bind opens buckets that must exist (a worker's session) instead of creating or
+	// updating them: a stream update needs the cluster's agreement and can stall while one of
+	// its servers is down, and workers must start then too.
+	Bind bool
 
 	leases, persist jetstream.KeyValue
 	stream          jetstream.Stream // the lease bucket's stream
@@ -67,9 +74,13 @@ func (k *KV) Open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	k.leases, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: k.Bucket, TTL: k.TTL, History: 1, Storage: jetstream.FileStorage,
-	})
+	if k.Bind {
+		k.leases, err = js.KeyValue(ctx, k.Bucket)
+	} else {
+		k.leases, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: k.Bucket, TTL: k.TTL, History: 1, Storage: jetstream.FileStorage, Replicas: max(k.Replicas, 1),
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("lease bucket %s: %w", k.Bucket, err)
 	}
@@ -77,9 +88,13 @@ func (k *KV) Open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("lease bucket stream: %w", err)
 	}
-	k.persist, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: k.Bucket + "_persist", History: 1, Storage: jetstream.FileStorage,
-	})
+	if k.Bind {
+		k.persist, err = js.KeyValue(ctx, k.Bucket+"_persist")
+	} else {
+		k.persist, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: k.Bucket + "_persist", History: 1, Storage: jetstream.FileStorage, Replicas: max(k.Replicas, 1),
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("bucket %s_persist: %w", k.Bucket, err)
 	}

@@ -61,3 +61,37 @@ func sanitize(s string) string {
 	}
 	return string(out)
 }
+
+// A worker's session binds to the buckets the orchestrator made and never creates them: on a
+// missing bucket it fails rather than make one with the wrong settings.
+func TestBindNeedsTheBuckets(t *testing.T) {
+	srv := &natsq.Server{StoreDir: t.TempDir(), Port: -1}
+	if err := srv.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	open := func(bind bool) (*KV, error) {
+		k := New(nc)
+		k.Bucket, k.TTL, k.Bind = "bind_test", time.Second, bind
+		return k, k.Open(t.Context())
+	}
+	if k, err := open(true); err == nil {
+		k.Close()
+		t.Fatal("a bound session opened buckets no one created")
+	}
+	creator, err := open(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer creator.Close()
+	worker, err := open(true)
+	if err != nil {
+		t.Fatalf("bind after the orchestrator created the buckets: %v", err)
+	}
+	worker.Close()
+}

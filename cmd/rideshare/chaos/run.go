@@ -496,7 +496,7 @@ func whole(ws []orchestrator.WorkerInfo, head uint64, slaves int) string {
 
 // readLog reads the whole sync log.
 func readLog(ctx context.Context, s *system.System, logger *slog.Logger) ([]Entry, error) {
-	nc, err := s.NATS.Connect("chaos", logger)
+	nc, err := s.ConnectNATS("chaos", logger)
 	if err != nil {
 		return nil, err
 	}

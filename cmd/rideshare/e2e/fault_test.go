@@ -129,7 +129,7 @@ func settled(t *testing.T, st *stack, wantWorkers int) []orchestrator.WorkerInfo
 func waitWorkers(t *testing.T, st *stack, wantWorkers int, atHead bool) []orchestrator.WorkerInfo {
 	t.Helper()
 	ctx := context.Background()
-	nc, err := st.NATS.Connect("test", nil)
+	nc, err := st.ConnectNATS("test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

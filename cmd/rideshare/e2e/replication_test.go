@@ -140,7 +140,7 @@ func TestReplayingTheLogReproducesTheMaster(t *testing.T) {
 	}
 	defer masterDB.Close()
 
-	nc, err := st.NATS.Connect("test", nil)
+	nc, err := st.ConnectNATS("test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestNewSlaveStartsFromSnapshot(t *testing.T) {
 	const every = 300
 	st := mustStack(t, withSnapshotEvery(every))
 	ctx := context.Background()
-	nc, err := st.NATS.Connect("test", nil)
+	nc, err := st.ConnectNATS("test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

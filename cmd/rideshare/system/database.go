@@ -52,13 +52,15 @@ func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logg
 	}
 
 	natsToken := cfg.NATSToken
-	if natsToken == "" {
+	if natsToken == "" && cfg.NATS == "" {
 		if natsToken, err = natsq.LoadOrCreateToken(filepath.Join(cfg.Data, NATSTokenFile)); err != nil {
 			return err
 		}
 	}
 	// Handed to the workers through their environment: a command line shows in ps.
 	tokenEnv := NATSTokenEnv + "=" + natsToken
+	replicas := cfg.natsReplicas()
+	s.natsToken = natsToken
 
 	// The workers' runtime is built first because, with Docker, where the NATS server must
 	// listen and what the workers are told depend on where this process runs (Open finds
@@ -106,26 +108,36 @@ func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logg
 		}
 	}()
 
-	host, port, err := cfg.Docker.natsListen(ctx, drt)
-	if err != nil {
-		return err
+	s.natsURL = cfg.NATS
+	if cfg.NATS != "" {
+		// An existing JetStream cluster: nothing embedded; its servers' own settings (sync,
+		// authorization) apply, and the workers are given the same servers.
+		natsURL = cfg.NATS
+		if natsToken == "" {
+			logger.Warn("--nats without a token ($" + NATSTokenEnv + "): the cluster must authenticate its clients some other way")
+		}
+	} else {
+		host, port, err := cfg.Docker.natsListen(ctx, drt)
+		if err != nil {
+			return err
+		}
+		s.NATS = &natsq.Server{StoreDir: filepath.Join(cfg.Data, backup.NATSDir), Host: host, Port: port, Token: natsToken, Sync: sync}
+		if err := s.NATS.Open(); err != nil {
+			return err
+		}
+		s.onClose(s.NATS.Close)
+		natsURL = cfg.Docker.natsAdvertise(drt, s.NATS.ClientURL())
 	}
-	s.NATS = &natsq.Server{StoreDir: filepath.Join(cfg.Data, backup.NATSDir), Host: host, Port: port, Token: natsToken, Sync: sync}
-	if err := s.NATS.Open(); err != nil {
-		return err
-	}
-	s.onClose(s.NATS.Close)
-	natsURL = cfg.Docker.natsAdvertise(drt, s.NATS.ClientURL())
-	nc, err := s.NATS.Connect("orchestrator", logger)
+	nc, err := s.ConnectNATS("orchestrator", logger)
 	if err != nil {
 		return err
 	}
 	s.onClose(func() error { nc.Close(); return nil })
-	log, err := synclog.Open(ctx, nc, true)
+	log, err := synclog.Ensure(ctx, nc, replicas)
 	if err != nil {
 		return err
 	}
-	snaps, err := snapshot.Open(ctx, nc, true)
+	snaps, err := snapshot.OpenReplicas(ctx, nc, replicas)
 	if err != nil {
 		return err
 	}
@@ -187,6 +199,29 @@ func WorkerArgs(cfg Config, id, dir, natsURL string) []string {
 	return args
 }
 
+// natsReplicas is how many copies JetStream keeps of the sync log, the coordination buckets
+// and the snapshots: NATSReplicas if set, else 3 on an existing cluster of three or more
+// servers (a majority of three must store an append before it is acknowledged), else 1 (the
+// embedded server is alone). The orchestrator creates them; workers only bind.
+func (cfg Config) natsReplicas() int {
+	switch {
+	case cfg.NATSReplicas > 0:
+		return cfg.NATSReplicas
+	case cfg.NATS != "" && len(strings.Split(cfg.NATS, ",")) >= 3:
+		return 3
+	}
+	return 1
+}
+
+// ConnectNATS connects a client to the deployment's NATS: the embedded server in process, or
+// the existing cluster of --nats, with the deployment's token.
+func (s *System) ConnectNATS(name string, logger *slog.Logger) (*nats.Conn, error) {
+	if s.NATS != nil {
+		return s.NATS.Connect(name, logger)
+	}
+	return natsq.Connect(s.natsURL, name, nil, logger, nats.Token(s.natsToken))
+}
+
 // openCoordinator returns ZooKeeper's coordinator if cfg.ZK is set, else the embedded one on
 // nc's server.
 func openCoordinator(ctx context.Context, cfg Config, nc *nats.Conn, logger *slog.Logger) (coord.Coordinator, error) {
@@ -202,6 +237,7 @@ func openCoordinator(ctx context.Context, cfg Config, nc *nats.Conn, logger *slo
 	k := kvcoord.New(nc)
 	k.Logger = logger
 	k.TTL = cfg.SessionTimeout
+	k.Replicas, k.Bind = cfg.natsReplicas(), cfg.bindCoordinator
 	if err := k.Open(ctx); err != nil {
 		return nil, fmt.Errorf("embedded coordinator: %w", err)
 	}

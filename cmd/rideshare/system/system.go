@@ -57,6 +57,13 @@ type Config struct {
 	// get it in their environment, NATSTokenEnv, never on their command line); empty: the one
 	// kept in the data directory (NATSTokenFile), made on the deployment's first start.
 	NATSToken string
+	// NATS lists the servers of an existing JetStream cluster (nats://host:port,…) to use
+	// instead of embedding a server; NATSReplicas is the copies kept there (0: 3 on three or
+	// more servers, else 1).
+	NATS         string
+	NATSReplicas int
+	// bindCoordinator: the coordination buckets exist already (a worker's session).
+	bindCoordinator bool
 	// NATSSync is JetStream's fsync policy (natsq.ParseSync): "always" (every write on disk
 	// before its acknowledgement), or an interval; empty: natsq.DefaultSync.
 	NATSSync string
@@ -85,6 +92,8 @@ type System struct {
 	Runtime *procrt.Runtime
 	Docker  *dockerrt.Runtime
 	NATS    *natsq.Server
+
+	natsURL, natsToken string // for ConnectNATS with --nats
 
 	limits  httpsvc.Limits
 	closers []func() error // run in reverse order by Close

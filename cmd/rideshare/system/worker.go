@@ -96,7 +96,7 @@ func RunWorker(ctx context.Context, c WorkerConfig, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	coordinator, err := openCoordinator(ctx, Config{ZK: c.ZK, ZKRoot: c.ZKRoot, SessionTimeout: c.SessionTimeout}, nc, logger)
+	coordinator, err := openCoordinator(ctx, Config{ZK: c.ZK, ZKRoot: c.ZKRoot, SessionTimeout: c.SessionTimeout, bindCoordinator: true}, nc, logger)
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ func cmdChaos(ctx context.Context, args []string) error {
 	fs.Uint64Var(&rc.Seed, "seed", 0, "the schedule's seed; 0: a new one (printed, so the run can be replayed)")
 	fs.IntVar(&rc.Clients, "clients", 8, "concurrent clients, one operation at a time each")
 	fs.IntVar(&rc.Keys, "keys", 6, "usernames the clients contend on")
-	fs.BoolVar(&rc.Rides, "rides", true, "also create rides and join them through the gateway (checked: each acknowledged one present once)")
+	fs.BoolVar(&rc.Rides, "ride-load", true, "also create rides and join them through the gateway (checked: each acknowledged one present once)")
 	fs.DurationVar(&rc.OpTimeout, "op-timeout", 5*time.Second, "bound on one operation; one that runs out is indeterminate")
 	fs.DurationVar(&rc.FaultEvery, "fault-every", 5*time.Second, "mean time between two faults (they may overlap)")
 	faults := fs.String("faults", "", "comma-separated faults to inject, each at least once; empty: all this configuration has\n("+strings.Join([]string{chaos.KillMaster, chaos.KillSlave, chaos.PauseMaster, chaos.PartitionWorker, chaos.RestartRabbitMQ, chaos.RestartZooKeeper}, ", ")+")")

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"strings"
 	"testing"
@@ -65,5 +66,23 @@ func TestNATSSettings(t *testing.T) {
 		if cfg.NATSToken != "from-the-environment" {
 			t.Errorf("%s: NATS token %q, want $%s's", fs.Name(), cfg.NATSToken, system.NATSTokenEnv)
 		}
+	}
+}
+
+// Every subcommand's flags can be registered and described: a name defined twice (chaos
+// takes up's flags and its own) panics in the flag package before any argument is read.
+func TestEverySubcommandHasHelp(t *testing.T) {
+	for _, name := range []string{"up", "orchestrator", "chaos", "status", "backup", "restore", "openapi", "users", "rides", "gateway", "bench"} {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("rideshare %s --help panicked: %v", name, r)
+				}
+			}()
+			err := Run(context.Background(), []string{name, "--help"})
+			if err != nil && !errors.Is(err, flag.ErrHelp) && !strings.Contains(err.Error(), "unknown command") {
+				t.Fatalf("rideshare %s --help: %v", name, err)
+			}
+		})
 	}
 }

@@ -31,6 +31,8 @@ func databaseFlags(fs *flag.FlagSet, c *system.Config) (finish func()) {
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", 3*time.Second, "coordination session timeout (how fast a dead worker is noticed)")
 	fs.StringVar(&c.Runtime, "runtime", "process", "worker runtime: process (child processes) or docker (containers of the rideshare image)")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "if set, required as 'Authorization: Bearer <token>' on the database, crash and backup APIs")
+	fs.StringVar(&c.NATS, "nats", "", "an existing JetStream cluster to use instead of the embedded server: nats://host:port,… (its own settings apply;\nthe token, if it takes one, from $RIDESHARE_NATS_TOKEN)")
+	fs.IntVar(&c.NATSReplicas, "nats-replicas", 0, "copies JetStream keeps of the sync log, the coordination buckets and the snapshots; 0: 3 when --nats lists\nthree or more servers (an append is acknowledged once a majority stored it), else 1")
 	fs.StringVar(&c.NATSSync, "nats-sync", natsq.DefaultSync, "when JetStream fsyncs the sync log: always (each write is on disk before it is acknowledged: survives a power loss),\nor every interval (a crash of the machine may lose up to that much; a crash of the process loses nothing)")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "how long a write waits for a master (failovers included)")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", 10*time.Second, "how long a read waits for a slave")
