@@ -8,7 +8,7 @@ IMAGE   ?= rideshare:latest
 PKGS    := ./...
 export CGO_ENABLED := 0
 
-.PHONY: all build run test unit lint soak chaos services services-stop clean image compose-up compose-down
+.PHONY: all build run test unit lint soak chaos services services-stop clean image images compose-up compose-down
 
 all: build
 
@@ -53,6 +53,12 @@ services-stop:
 # The build context is the repository, cut down to bin/rideshare and deploy/rootfs by .dockerignore.
 image: build
 	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+# RabbitMQ, ZooKeeper, Prometheus and HAProxy images from Debian's packages, no registry:
+# rideshare-{rabbitmq,zookeeper,prometheus,haproxy}:local (scripts/images.sh; caches under
+# /var/cache/rideshare-images). A second run reuses what is built.
+images:
+	bash scripts/images.sh
 
 # One Docker host with no registry: ZooKeeper, RabbitMQ and Prometheus on the host (Debian
 # packages), gateway, users, rides, orchestrator and its workers in containers (deploy/README.md).
