@@ -60,11 +60,10 @@ image: build
 images:
 	bash scripts/images.sh
 
-# One Docker host with no registry: ZooKeeper, RabbitMQ and Prometheus on the host (Debian
-# packages), gateway, users, rides, orchestrator and its workers in containers (deploy/README.md).
-compose-up: build
-	bash scripts/host-services.sh
-	docker-compose up --build -d
+# One Docker host with no registry (deploy/README.md): gateway, users, rides, orchestrator and
+# its workers from rideshare:latest, RabbitMQ, ZooKeeper and Prometheus from the images above.
+compose-up: images image
+	docker-compose up -d
 
 compose-down:
 	docker-compose down
