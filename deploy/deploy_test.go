@@ -542,7 +542,7 @@ func TestThreeInstancesBehindHAProxy(t *testing.T) {
 	})
 
 	t.Run("dashboard queries", func(t *testing.T) {
-		dashboardQueries(t, promURL, lbURL)
+		dashboardQueries(t, promURL, lbURL, []string{"orchestrator", "users", "rides", "prometheus"})
 	})
 
 	if t.Failed() {
@@ -707,8 +707,8 @@ func load(t *testing.T, lb string, n, rides int) {
 // HTTP API after a short load, with Grafana's variables replaced as Grafana would (a rate
 // window of four scrapes, every service, the dashboard's range); each must return at least one
 // number (not only NaN: a quantile of no requests is no data).
-func dashboardQueries(t *testing.T, prom, lb string) {
-	eventually(t, time.Minute, "Prometheus scraping orchestrator, users and rides", func() (bool, string) {
+func dashboardQueries(t *testing.T, prom, lb string, jobs []string) {
+	eventually(t, time.Minute, "Prometheus scraping "+strings.Join(jobs, ", "), func() (bool, string) {
 		r, err := call(http.MethodGet, prom+"/api/v1/targets?state=active", "", nil)
 		if err != nil {
 			return false, err.Error()
@@ -728,7 +728,12 @@ func dashboardQueries(t *testing.T, prom, lb string) {
 		for _, tg := range v.Data.ActiveTargets {
 			up[tg.Labels["job"]] = tg.Health == "up"
 		}
-		return up["orchestrator"] && up["users"] && up["rides"] && up["prometheus"], fmt.Sprint(up)
+		for _, j := range jobs {
+			if !up[j] {
+				return false, fmt.Sprint(up)
+			}
+		}
+		return true, fmt.Sprint(up)
 	})
 	// The check itself can fail: a series nobody exports is no data.
 	if n, state := evaluate(prom, `rideshare_no_such_series`); n != 0 {
@@ -824,4 +829,121 @@ func evaluate(prom, q string) (int, string) {
 		}
 	}
 	return n, r.String()
+}
+
+// TestOneDockerHost runs the top-level docker-compose.yml: gateway, users, rides, orchestrator,
+// RabbitMQ, ZooKeeper and Prometheus as containers of one project, every port published on a
+// free one; requests through the gateway, a master crash, the dashboard's expressions on its
+// Prometheus, then `docker-compose down -v` leaves nothing.
+func TestOneDockerHost(t *testing.T) {
+	cli := needDocker(t)
+	start := time.Now()
+	image := systemtest.RideshareImage(t, cli)
+	token := randomHex(16)
+	p := newProject(t, "rstest"+randomHex(3)+"host", "../docker-compose.yml", "RIDESHARE_IMAGE="+image,
+		"RIDESHARE_ADMIN_TOKEN="+token, "RIDESHARE_GATEWAY_PORT=0", "RIDESHARE_USERS_PORT=0",
+		"RIDESHARE_RIDES_PORT=0", "RIDESHARE_ORCHESTRATOR_PORT=0", "RIDESHARE_PROMETHEUS_PORT=0",
+		"RIDESHARE_RABBITMQ_UI_PORT=0")
+	p.up()
+	gateway := "http://" + p.published("gateway", 80)
+	orch := "http://" + p.published("orchestrator", 80)
+	prom := "http://" + p.published("prometheus", 9090)
+
+	eventually(t, 3*time.Minute, "one master and one slave", func() (bool, string) { return settled(orch, 1) })
+	eventually(t, time.Minute, "the gateway routing to users", func() (bool, string) {
+		r, err := call(http.MethodGet, gateway+"/api/v1/users", "", nil)
+		if err != nil {
+			return false, err.Error()
+		}
+		return r.code == http.StatusNoContent, r.String()
+	})
+	t.Logf("stack up after %v", time.Since(start).Round(time.Millisecond))
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cs, err := cli.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "com.docker.compose.project="+p.name))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var services []string
+	workerCount := 0
+	for _, c := range cs {
+		if c.Labels["rideshare.role"] == "worker" {
+			workerCount++
+		} else {
+			services = append(services, c.Labels["com.docker.compose.service"])
+		}
+	}
+	slices.Sort(services)
+	if want := []string{"gateway", "orchestrator", "prometheus", "rabbitmq", "rides", "users", "zookeeper"}; !slices.Equal(services, want) || workerCount != 2 {
+		t.Errorf("docker ps: services %v and %d workers, want %v and 2", services, workerCount, want)
+	}
+
+	want(t, http.StatusCreated, "{}", http.MethodPut, gateway+"/api/v1/users", "",
+		map[string]string{"username": "carol", "password": strings.Repeat("ab", 20)})
+	want(t, http.StatusCreated, "{}", http.MethodPost, gateway+"/api/v1/rides", "",
+		map[string]any{"created_by": "carol", "timestamp": "01-01-2031:00-00-00", "source": 3, "destination": 4})
+	want(t, http.StatusNotFound, "", http.MethodGet, gateway+"/api/v1/_count", "", nil)
+	master := crash(t, orch, token, "master")
+	eventually(t, 2*time.Minute, "a new master and a new slave", func() (bool, string) { return settled(orch, 1, master) })
+	eventually(t, 30*time.Second, "worker/list = docker inspect PIDs", func() (bool, string) {
+		return pidsMatch(t, cli, orch, p.name)
+	})
+	want(t, http.StatusOK, `{"username":"carol"}`, http.MethodGet, gateway+"/api/v1/users/carol", "", nil)
+
+	dashboardQueries(t, prom, gateway, []string{"gateway", "users", "rides", "orchestrator", "prometheus"})
+	if t.Failed() {
+		return
+	}
+	p.must("down", "-v")
+	left, err := leftovers(ctx, cli, p.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("after docker-compose -p %s down -v: %s", p.name, strings.Join(left, "; "))
+	}
+	t.Logf("whole test: %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestRegistryAlternative: with deploy/registry.env the compose files run the official images
+// of RabbitMQ, ZooKeeper and Prometheus under the same service names, ports, settings and
+// volumes: the resolved configurations differ in those image names only. (Nothing can be
+// pulled here, so this is as far as a machine without a registry can check that path.)
+func TestRegistryAlternative(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs docker-compose")
+	}
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		unavailable(t, "docker-compose not found")
+	}
+	envFile, err := filepath.Abs("registry.env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	official := []string{"image: rabbitmq:3.12-management", "image: zookeeper:3.8", "image: prom/prometheus:v2.53.0"}
+	for _, file := range []string{"../docker-compose.yml", "database/docker-compose.yml"} {
+		p := newProject(t, "rstestconfig", file)
+		local := strings.Split(p.must("config"), "\n")
+		registry := strings.Split(p.must("--env-file", envFile, "config"), "\n")
+		if len(local) != len(registry) {
+			t.Errorf("%s: %d lines of configuration with registry.env, %d without", file, len(registry), len(local))
+			continue
+		}
+		var changed []string
+		for i := range local {
+			if local[i] != registry[i] {
+				changed = append(changed, strings.TrimSpace(registry[i]))
+				if !strings.HasPrefix(strings.TrimSpace(local[i]), "image: rideshare-") {
+					t.Errorf("%s: registry.env changes %q into %q", file, local[i], registry[i])
+				}
+			}
+		}
+		slices.Sort(changed)
+		wantChanged := slices.Clone(official)
+		slices.Sort(wantChanged)
+		if !slices.Equal(changed, wantChanged) {
+			t.Errorf("%s: registry.env changes %v, want %v", file, changed, wantChanged)
+		}
+	}
 }

@@ -247,8 +247,8 @@ install_debootstrap() {
 	if ! apt-cache show debootstrap >/dev/null 2>&1; then
 		apt-get update -q >/dev/null || die "apt-get update failed"
 	fi
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null ||
-		die "apt-get install debootstrap failed"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >"$CACHE/apt-debootstrap.log" 2>&1 ||
+		die "apt-get install debootstrap failed (log: $CACHE/apt-debootstrap.log)"
 }
 
 cmd=build
