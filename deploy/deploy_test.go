@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -511,24 +512,8 @@ func TestThreeInstancesBehindHAProxy(t *testing.T) {
 		load(t, lbURL, 120, 0)
 		// Then about 4 reads a second (2 slaves' worth an interval) until the second slave
 		// serves, so that a quiet interval does not scale in before it is seen.
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		var once sync.Once
-		halt := func() { once.Do(func() { close(stop) }); <-done }
+		halt := steadyLoad(lbURL, false)
 		defer halt() // also when the wait below fails
-		go func() {
-			defer close(done)
-			tick := time.NewTicker(250 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-					_, _ = call(http.MethodGet, lbURL+"/api/v1/users/carol", "", nil)
-				}
-			}
-		}()
 		eventually(t, time.Minute, "scaled out to 2 slaves", func() (bool, string) { return settled(orch, 2) })
 		halt()
 		eventually(t, 30*time.Second, "worker/list = docker inspect PIDs", func() (bool, string) {
@@ -703,9 +688,37 @@ func load(t *testing.T, lb string, n, rides int) {
 	t.Logf("load: %d requests in %v", n, time.Since(start).Round(time.Millisecond))
 }
 
+// steadyLoad sends about 4 requests a second through the load balancer until the returned
+// function is called: a user read (a db read), and with rides a ride created (a db write and a
+// user check) and queried each second. Outcomes are not checked: load() does that.
+func steadyLoad(lb string, rides bool) (halt func()) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_, _ = call(http.MethodGet, lb+"/api/v1/users/carol", "", nil)
+				if rides && i%4 == 0 {
+					_, _ = call(http.MethodPost, lb+"/api/v1/rides", "",
+						map[string]any{"created_by": "carol", "timestamp": "01-01-2031:00-00-00", "source": 3, "destination": 4})
+					_, _ = call(http.MethodGet, lb+"/api/v1/rides?source=3&destination=4", "", nil)
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(stop) }); <-done }
+}
+
 // dashboardQueries evaluates every expression of the Grafana dashboard through Prometheus's
 // HTTP API after a short load, with Grafana's variables replaced as Grafana would (a rate
-// window of four scrapes, every service, the dashboard's range); each must return at least one
+// window of one minute, every service, the dashboard's range); each must return at least one
 // number (not only NaN: a quantile of no requests is no data).
 func dashboardQueries(t *testing.T, prom, lb string, jobs []string) {
 	eventually(t, time.Minute, "Prometheus scraping "+strings.Join(jobs, ", "), func() (bool, string) {
@@ -741,7 +754,11 @@ func dashboardQueries(t *testing.T, prom, lb string, jobs []string) {
 	}
 	exprs := dashboardExprs(t, "grafana/dashboards/rideshare.json")
 	replacer := strings.NewReplacer("$__rate_interval", "1m", "$__range", "15m", "$service", ".*")
+	// A burst, then a steady trickle while the queries run: a rate needs an increase between
+	// two scrapes, and a series born in the burst (a restarted orchestrator's) shows none.
 	load(t, lb, 60, 4)
+	halt := steadyLoad(lb, true)
+	defer halt()
 	deadline := time.Now().Add(90 * time.Second)
 	for _, e := range exprs {
 		q := replacer.Replace(e.expr)
@@ -889,6 +906,22 @@ func TestOneDockerHost(t *testing.T) {
 	eventually(t, 30*time.Second, "worker/list = docker inspect PIDs", func() (bool, string) {
 		return pidsMatch(t, cli, orch, p.name)
 	})
+	want(t, http.StatusOK, `{"username":"carol"}`, http.MethodGet, gateway+"/api/v1/users/carol", "", nil)
+
+	// An orchestrator restart leaves the workers running; the new one adopts them.
+	before := dockertest.Running(t, cli, p.name)
+	p.must("restart", "orchestrator")
+	orch = "http://" + p.published("orchestrator", 80) // a free port is picked again
+	eventually(t, time.Minute, "the workers adopted by the restarted orchestrator", func() (bool, string) {
+		ok, state := settled(orch, 1)
+		if !ok {
+			return false, state
+		}
+		return pidsMatch(t, cli, orch, p.name)
+	})
+	if after := dockertest.Running(t, cli, p.name); !maps.Equal(before, after) {
+		t.Errorf("worker containers before the restart %v, after %v", before, after)
+	}
 	want(t, http.StatusOK, `{"username":"carol"}`, http.MethodGet, gateway+"/api/v1/users/carol", "", nil)
 
 	dashboardQueries(t, prom, gateway, []string{"gateway", "users", "rides", "orchestrator", "prometheus"})
