@@ -484,6 +484,28 @@ func TestThreeInstancesBehindHAProxy(t *testing.T) {
 		})
 	})
 
+	t.Run("load balancer container", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cs, err := cli.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "com.docker.compose.project="+lb.name))})
+		if err != nil || len(cs) != 1 {
+			t.Fatalf("load balancer containers: %d, %v", len(cs), err)
+		}
+		eventually(t, time.Minute, "HAProxy healthy", func() (bool, string) {
+			info, err := cli.ContainerInspect(ctx, cs[0].ID)
+			if err != nil {
+				return false, err.Error()
+			}
+			if info.Config.User != "haproxy" {
+				t.Fatalf("HAProxy runs as %q, want haproxy", info.Config.User)
+			}
+			if info.State.Health == nil {
+				return false, "no health check"
+			}
+			return info.State.Health.Status == "healthy", info.State.Health.Status
+		})
+	})
+
 	t.Run("final project flow", func(t *testing.T) {
 		finalProjectFlow(t, lbURL, usersURL, ridesURL)
 	})
