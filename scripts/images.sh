@@ -75,6 +75,16 @@ umount_all() {
 }
 trap umount_all EXIT
 
+# release DIR: unmount whatever an interrupted earlier run left mounted under DIR (the shared
+# package cache, /proc), deepest first, so that removing DIR cannot reach through a mount.
+release() {
+	local dir=$1 m
+	[[ -e $dir ]] || return 0
+	dir=$(realpath "$dir")
+	awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r |
+		while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
+}
+
 bind() { # SRC DST
 	mkdir -p "$2"
 	mount --bind "$1" "$2"
@@ -132,6 +142,7 @@ build_base() {
 	fi
 	command -v debootstrap >/dev/null || install_debootstrap
 	log "base: debootstrap --variant=minbase $SUITE from $MIRROR (packages cached in $CACHE/debs)"
+	release "$dir.new"
 	rm -rf "$dir.new"
 	local start=$SECONDS
 	debootstrap --variant=minbase --cache-dir="$CACHE/debs" "$SUITE" "$dir.new" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 ||
@@ -180,6 +191,7 @@ build_service_base() {
 	log="$CACHE/$svc-install.log"
 	log "$img: installing $pkgs"
 	local start=$SECONDS
+	release "$root"
 	rm -rf "$root"
 	cp -a "$CACHE/base" "$root"
 	rm -f "$root/.rideshare-inputs"
@@ -208,6 +220,7 @@ build_service_base() {
 			--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
 			--change 'CMD ["bash"]' \
 			- "$img" >/dev/null
+	release "$root"
 	rm -rf "$root"
 	log "$img: done in $((SECONDS - start))s"
 }
