@@ -20,6 +20,7 @@ import (
 	"io"
 	"maps"
 	"math"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -108,17 +109,28 @@ func gatewayAddr(t *testing.T) string {
 	return ""
 }
 
-// freePort is a port free on addr now. The Compose projects must know each other's ports
+// freePorts are n ports free on addr now. The Compose projects must know each other's ports
 // before they start (the rides instance checks users through the load balancer, which
-// forwards to rides), so they cannot all be left to the engine to pick.
-func freePort(t *testing.T, addr string) int {
+// forwards to rides), so they cannot all be left to the engine to pick. The port is drawn below
+// the kernel's ephemeral range, where the engine picks the ports published as 0 (Prometheus
+// here, other tests' containers), so that none of those can take it before the project starts.
+func freePorts(t *testing.T, addr string, n int) []int {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
-	if err != nil {
-		t.Fatal(err)
+	var ports []int
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 1000 {
+			t.Fatalf("no %d free ports on %s", n, addr)
+		}
+		port := 20000 + mrand.IntN(12000) // 20000–31999; the ephemeral range starts at 32768
+		if slices.Contains(ports, port) {
+			continue
+		}
+		if l, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port))); err == nil {
+			l.Close()
+			ports = append(ports, port)
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 func randomHex(n int) string {
@@ -384,7 +396,8 @@ func TestThreeInstancesBehindHAProxy(t *testing.T) {
 	gw := gatewayAddr(t)
 	id := randomHex(3)
 	token := randomHex(16)
-	dbPort, usersPort, ridesPort, lbPort := freePort(t, gw), freePort(t, gw), freePort(t, gw), freePort(t, gw)
+	ports := freePorts(t, gw, 4)
+	dbPort, usersPort, ridesPort, lbPort := ports[0], ports[1], ports[2], ports[3]
 
 	// The database instance's Prometheus scrapes the other two at their published ports.
 	targets := t.TempDir()
