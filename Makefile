@@ -1,6 +1,7 @@
 # RideShare DBaaS. `make run` starts the whole system; `make test` passes every test on a
 # fresh machine (it installs and starts ZooKeeper and RabbitMQ from Debian's packages, and
-# installs Chromium for the console's browser tests).
+# installs Chromium for the console's browser tests, and builds the RabbitMQ, ZooKeeper,
+# Prometheus and HAProxy images the Docker deployments' tests run: `make images`).
 
 GO      ?= go
 BIN     := bin/rideshare
@@ -8,7 +9,7 @@ IMAGE   ?= rideshare:latest
 PKGS    := ./...
 export CGO_ENABLED := 0
 
-.PHONY: all build run test unit lint soak chaos services services-stop clean image compose-up compose-down
+.PHONY: all build run test unit lint soak chaos services services-stop clean image images compose-up compose-down
 
 all: build
 
@@ -20,9 +21,10 @@ run: build
 
 # Everything: format and vet, then every test with the race detector (which needs cgo). The
 # browser tests of the console fail here rather than skip when no Chromium is found
-# (scripts/services.sh installs Debian's chromium).
-test: lint services build
-	CGO_ENABLED=1 RIDESHARE_REQUIRE_BROWSER=1 $(GO) test -race -count=1 -p 1 -timeout 60m $(PKGS)
+# (scripts/services.sh installs Debian's chromium), and the Docker deployments' tests (deploy/)
+# when no Docker Engine, docker-compose or service image is found (`images` builds those).
+test: lint services build image images
+	CGO_ENABLED=1 RIDESHARE_REQUIRE_BROWSER=1 RIDESHARE_REQUIRE_DOCKER=1 $(GO) test -race -count=1 -p 1 -timeout 60m $(PKGS)
 
 # Unit tests only: no ZooKeeper or RabbitMQ needed.
 unit:
@@ -54,11 +56,16 @@ services-stop:
 image: build
 	docker build -f deploy/Dockerfile -t $(IMAGE) .
 
-# One Docker host with no registry: ZooKeeper, RabbitMQ and Prometheus on the host (Debian
-# packages), gateway, users, rides, orchestrator and its workers in containers (deploy/README.md).
-compose-up: build
-	bash scripts/host-services.sh
-	docker-compose up --build -d
+# RabbitMQ, ZooKeeper, Prometheus and HAProxy images from Debian's packages, no registry:
+# rideshare-{rabbitmq,zookeeper,prometheus,haproxy}:local (scripts/images.sh; caches under
+# /var/cache/rideshare-images). A second run reuses what is built.
+images:
+	bash scripts/images.sh
+
+# One Docker host with no registry (deploy/README.md): gateway, users, rides, orchestrator and
+# its workers from rideshare:latest, RabbitMQ, ZooKeeper and Prometheus from the images above.
+compose-up: images image
+	docker-compose up -d
 
 compose-down:
 	docker-compose down
