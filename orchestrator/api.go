@@ -113,6 +113,10 @@ func (o *Orchestrator) Handler() http.Handler {
 		st, err := o.Status(r.Context())
 		o.respond(w, r, st, err)
 	}))
+	r.Handle("/api/v1/cluster", get(func(w http.ResponseWriter, r *http.Request) {
+		nodes, err := o.Nodes(r.Context())
+		o.respond(w, r, nodes, err)
+	}))
 	r.Handle("/api/v1/workers", get(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, o.Workers())
 	}))

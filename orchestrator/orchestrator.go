@@ -79,6 +79,9 @@ type Orchestrator struct {
 	AdminToken string
 	// Snapshots, if set, is the store slaves copy the database to; it makes backups possible.
 	Snapshots SnapshotSource
+	// NATSServer is the name of the NATS server this node embeds ("" if none: --nats), for
+	// the cluster view's log_leader.
+	NATSServer string
 	// Name and URL identify this node in the status view (default: the host name, none).
 	Name, URL string
 	// Poll is how often the supervisor reconciles without a coordination event.

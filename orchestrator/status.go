@@ -34,6 +34,8 @@ type NodeStatus struct {
 	URL        string `json:"url,omitempty"`
 	Up         bool   `json:"up"`
 	Supervisor bool   `json:"supervisor"`
+	// LogLeader: this node's NATS server leads the sync log's stream.
+	LogLeader bool `json:"log_leader"`
 }
 
 // WorkerStatus is a worker as the status view shows it.
@@ -48,19 +50,35 @@ const (
 	servedWrites
 )
 
+// Nodes is the cluster view (`GET /api/v1/cluster`): one entry per orchestrator node. There
+// is one node today, which supervises; it leads the sync log when the server it embeds leads
+// the log's stream (with --nats it embeds none, and the cluster's servers lead).
+func (o *Orchestrator) Nodes(ctx context.Context) ([]NodeStatus, error) {
+	name := o.Name
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	leader, err := o.Log.Leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	logLeader := o.NATSServer != "" && (leader == "" || leader == o.NATSServer)
+	return []NodeStatus{{Name: name, PID: os.Getpid(), URL: o.URL, Up: true, Supervisor: true, LogLeader: logLeader}}, nil
+}
+
 // Status returns the status view. Workers are listed master first, then by ID.
 func (o *Orchestrator) Status(ctx context.Context) (Status, error) {
 	head, err := o.Log.Last(ctx)
 	if err != nil {
 		return Status{}, err
 	}
-	name := o.Name
-	if name == "" {
-		name, _ = os.Hostname()
+	nodes, err := o.Nodes(ctx)
+	if err != nil {
+		return Status{}, err
 	}
 	st := Status{
 		Time:    time.Now().UTC(),
-		Nodes:   []NodeStatus{{Name: name, PID: os.Getpid(), URL: o.URL, Up: true, Supervisor: true}},
+		Nodes:   nodes,
 		LogHead: head,
 		Reads:   o.served[servedReads].Load(),
 		Writes:  o.served[servedWrites].Load(),

@@ -9,6 +9,9 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
+// ServerName is the embedded server's name, as JetStream names a stream's leader.
+const ServerName = "rideshare"
+
 // Server is the NATS server with JetStream that the orchestrator embeds.
 type Server struct {
 	// StoreDir holds JetStream's files (the sync log).
@@ -36,7 +39,7 @@ func (s *Server) Open() error {
 		host = "127.0.0.1"
 	}
 	srv, err := server.NewServer(&server.Options{
-		ServerName: "rideshare",
+		ServerName: ServerName,
 		Host:       host,
 		Port:       s.Port,
 		JetStream:  true,

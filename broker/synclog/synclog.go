@@ -128,6 +128,19 @@ func (l *Log) Last(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
+// Leader is the name of the NATS server that leads the log's stream ("" if JetStream does not
+// say, as a server outside a cluster may not).
+func (l *Log) Leader(ctx context.Context) (string, error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return "", fmt.Errorf("sync log info: %w", err)
+	}
+	if info.Cluster == nil {
+		return "", nil
+	}
+	return info.Cluster.Leader, nil
+}
+
 // State is the log's head and size.
 type State struct {
 	Last      uint64 // sequence of the newest entry

@@ -284,6 +284,7 @@ func orchestratorCases() (live, docOnly []apiCase) {
 		apiCase{to: orch, method: "DELETE", path: "/api/v1/crash/slave", want: 405},
 		apiCase{to: orch, method: "POST", path: "/api/v1/worker/list", want: 405},
 		apiCase{to: orch, method: "POST", path: "/api/v1/workers", want: 405},
+		apiCase{to: orch, method: "POST", path: "/api/v1/cluster", want: 405},
 		apiCase{to: orch, method: "POST", path: "/api/v1/db/exec", body: `{"sql":"DROP TABLE users"}`, want: 404},
 		apiCase{to: orch, method: "GET", path: "/no/such/path", want: 404},
 		apiCase{to: orch, method: "GET", path: "/healthz", want: 200},
@@ -305,6 +306,7 @@ func orchestratorCases() (live, docOnly []apiCase) {
 		{to: orch, method: "POST", path: "/api/v1/crash/slave", want: 200},
 		{to: orch, method: "GET", path: "/api/v1/worker/list", want: 200},
 		{to: orch, method: "GET", path: "/api/v1/workers", want: 200},
+		{to: orch, method: "GET", path: "/api/v1/cluster", want: 200},
 		{to: orch, method: "GET", path: "/readyz", want: 200},
 	}
 	return live, docOnly

@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/rideshare/rideshare/broker/synclog"
 	"github.com/rideshare/rideshare/cmd/rideshare/systemtest"
+	"github.com/rideshare/rideshare/orchestrator"
 	"github.com/rideshare/rideshare/worker/snapshot"
 )
 
@@ -32,6 +34,15 @@ func TestJetStreamClusterSurvivesTheLossOfAServer(t *testing.T) {
 		if info.Config.Replicas != 3 {
 			t.Errorf("stream %s has %d replicas, want 3", stream, info.Config.Replicas)
 		}
+	}
+
+	// This node embeds no NATS server, so it leads no stream.
+	var nodes []orchestrator.NodeStatus
+	if err := json.Unmarshal(mustCall(t, 200, "GET", st.OrchestratorURL+"/api/v1/cluster", nil), &nodes); err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 1 || nodes[0].LogLeader {
+		t.Errorf("cluster view with --nats: %+v, want one node that is not the log's leader", nodes)
 	}
 
 	load := startWriteLoad(t, st, 4)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -79,5 +80,21 @@ func TestStatusCommand(t *testing.T) {
 	table := string(look("table"))
 	if !strings.Contains(table, failover.Worker) || !strings.Contains(table, "failover") {
 		t.Fatalf("table does not show the new master %s and the failover:\n%s", failover.Worker, table)
+	}
+}
+
+// GET /api/v1/cluster lists the orchestrator nodes: one, which supervises, and whose embedded
+// NATS server leads the sync log.
+func TestClusterView(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end to end")
+	}
+	st := mustStack(t)
+	var nodes []orchestrator.NodeStatus
+	if err := json.Unmarshal(mustCall(t, 200, "GET", st.OrchestratorURL+"/api/v1/cluster", nil), &nodes); err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 1 || !nodes[0].Up || !nodes[0].Supervisor || !nodes[0].LogLeader || nodes[0].PID != os.Getpid() || nodes[0].URL != st.OrchestratorURL {
+		t.Fatalf("cluster view %+v, want this process as the one node: up, supervising, leading the log at %s", nodes, st.OrchestratorURL)
 	}
 }

@@ -168,6 +168,9 @@ func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logg
 	o.Logger, o.Registry, o.Slaves, o.URL = logger, reg, cfg.Slaves, s.OrchestratorURL
 	o.AdminToken, o.WriteTimeout, o.ReadTimeout = cfg.AdminToken, cfg.WriteTimeout, cfg.ReadTimeout
 	o.Snapshots = snaps // backups: streamed from what a slave stored there
+	if s.NATS != nil {
+		o.NATSServer = natsq.ServerName
+	}
 	if err := o.Open(ctx); err != nil {
 		return err
 	}
