@@ -142,6 +142,9 @@ type Scaler struct {
 	Registry prometheus.Registerer
 	// Interval is the scaling period (default 2 minutes).
 	Interval time.Duration
+	// Ticks, if set, ends each interval instead of a clock every Interval: tests decide when
+	// an interval is over, so that the reads they count fall in the interval they mean.
+	Ticks <-chan time.Time
 	// Min and Max bound the slaves; Max 0 means no bound but the machine's room, AutoMax
 	// (NewScaler's default) the host's DefaultMaxSlaves, asked of the pool when the scaler
 	// starts (and no bound but the room if the pool cannot tell).
@@ -284,13 +287,17 @@ func (s *Scaler) Run(ctx context.Context) error {
 	s.log.Info("first db read: scaling timer started", "interval", s.Interval.String(), "min_slaves", s.Min,
 		"max_slaves", s.max, "max_slaves_from", s.maxWhy, "step", s.Step)
 	wanted := s.Slaves
-	t := time.NewTicker(s.Interval)
-	defer t.Stop()
+	ticks := s.Ticks
+	if ticks == nil {
+		t := time.NewTicker(s.Interval)
+		defer t.Stop()
+		ticks = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-ticks:
 		}
 		total, err := s.Reads.DBReads()
 		if err != nil {
@@ -426,7 +433,6 @@ func (s *Scaler) decide(ctx context.Context, reads float64, wanted int, source s
 	case desired < wanted:
 		direction = "down"
 	}
-	s.Pool.SetSlaves(desired)
 	s.m.lastReads.Set(reads)
 	s.m.decisions.WithLabelValues(direction).Inc()
 	level := slog.LevelDebug
@@ -442,6 +448,8 @@ func (s *Scaler) decide(ctx context.Context, reads float64, wanted int, source s
 		}
 		er.RecordEvent(Event{Kind: EventScale, Reads: &reads, Message: msg})
 	}
+	// Acted on last: whoever sees the pool change finds the decision already recorded.
+	s.Pool.SetSlaves(desired)
 	return desired
 }
 

@@ -402,6 +402,7 @@ func (c *countedReads) DBReads() (float64, error) {
 // sizedPool is a pool on a machine of a given size, with the room it has now.
 type sizedPool struct {
 	pool
+	ticks   chan time.Time // ends an interval (Scaler.Ticks)
 	reads   countedReads
 	host    orchestrator.Host
 	mu      sync.Mutex
@@ -433,11 +434,12 @@ func (p *sizedPool) setRoom(n int, err error) {
 // mustSizedScaler is mustScaler on a sized pool: 2 CPUs, 24 GiB, so AutoMax is 7 slaves.
 func mustSizedScaler(tb testing.TB, api *dbAPI, room int, edit func(*orchestrator.Scaler)) (*sizedPool, *syncBuffer) {
 	tb.Helper()
-	p := &sizedPool{pool: make(pool, 16), host: orchestrator.Host{CPUs: 2, MemTotal: 24 << 30, MemAvailable: 20 << 30}, room: room}
+	p := &sizedPool{pool: make(pool, 16), ticks: make(chan time.Time), host: orchestrator.Host{CPUs: 2, MemTotal: 24 << 30, MemAvailable: 20 << 30}, room: room}
 	p.reads.looked = make(chan struct{})
 	logs := openScaler(tb, api, p, func(s *orchestrator.Scaler) {
 		s.Reads = &p.reads
-		s.Interval, s.Min, s.Max, s.Step, s.Slaves = 2*time.Second, 1, orchestrator.AutoMax, 2, 1
+		s.Interval, s.Min, s.Max, s.Step, s.Slaves = time.Hour, 1, orchestrator.AutoMax, 2, 1
+		s.Ticks = p.ticks
 		if edit != nil {
 			edit(s)
 		}
@@ -450,18 +452,27 @@ func mustSizedScaler(tb testing.TB, api *dbAPI, room int, edit func(*orchestrato
 	return p, logs
 }
 
-// readsEachInterval counts n reads right after each decision, so every interval counts n.
-// The intervals are 2 s long (mustSizedScaler) so that a test goroutine starved by a loaded
-// machine still adds its reads within the interval it means (at 500 ms, `make test` beside
-// other work saw [1 3 5] for [3 5 7]).
+// readsEachInterval counts n reads in each of the next intervals and returns the decision
+// made at the end of each.
 func readsEachInterval(t *testing.T, p *sizedPool, n, decisions int) []int {
 	t.Helper()
 	var got []int
 	for range decisions {
 		p.reads.n.Add(int64(n))
-		got = append(got, p.next(t))
+		got = append(got, p.endInterval(t))
 	}
 	return got
+}
+
+// endInterval ends the scaler's interval and returns its decision.
+func (p *sizedPool) endInterval(t *testing.T) int {
+	t.Helper()
+	select {
+	case p.ticks <- time.Now():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the scaler is not waiting for the end of an interval")
+	}
+	return p.next(t)
 }
 
 func TestScalerStepBoundsScaleOut(t *testing.T) {
@@ -490,7 +501,7 @@ func TestScalerStepBoundsScaleOut(t *testing.T) {
 		}
 	}
 	// Scale-in is not limited: an idle interval goes straight back to the minimum.
-	if n := p.next(t); n != 1 {
+	if n := p.endInterval(t); n != 1 {
 		t.Fatalf("idle interval after scaling to 7: %d slaves, want 1", n)
 	}
 }
