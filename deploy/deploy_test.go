@@ -37,8 +37,6 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 
 	"github.com/rideshare/rideshare/cmd/rideshare/systemtest"
@@ -207,29 +205,8 @@ func leftovers(ctx context.Context, cli *client.Client, name string) ([]string, 
 	if err != nil {
 		return nil, err
 	}
-	f := filters.NewArgs(filters.Arg("label", "com.docker.compose.project="+name))
-	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
-	if err != nil {
-		return nil, err
-	}
-	for _, c := range cs {
-		out = append(out, fmt.Sprintf("container %s (%s)", strings.Join(c.Names, ","), c.State))
-	}
-	ns, err := cli.NetworkList(ctx, network.ListOptions{Filters: f})
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range ns {
-		out = append(out, "network "+n.Name)
-	}
-	vs, err := cli.VolumeList(ctx, volume.ListOptions{Filters: f})
-	if err != nil {
-		return nil, err
-	}
-	for _, v := range vs.Volumes {
-		out = append(out, "volume "+v.Name)
-	}
-	return out, nil
+	project, err := dockertest.Labelled(ctx, cli, "com.docker.compose.project="+name)
+	return append(out, project...), err
 }
 
 // ---------------------------------------------------------------- HTTP
@@ -592,20 +569,7 @@ func checkDatabaseContainers(t *testing.T, cli *client.Client, name, orch string
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	eventually(t, time.Minute, "one master and one slave", func() (bool, string) { return settled(orch, 1) })
-	cs, err := cli.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "com.docker.compose.project="+name))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var services []string
-	workerCount := 0
-	for _, c := range cs {
-		if c.Labels["rideshare.role"] == "worker" {
-			workerCount++
-			continue
-		}
-		services = append(services, c.Labels["com.docker.compose.service"])
-	}
-	slices.Sort(services)
+	cs, services, workerCount := projectContainers(ctx, t, cli, name)
 	if want := []string{"orchestrator", "prometheus", "rabbitmq", "zookeeper"}; !slices.Equal(services, want) || workerCount != 2 {
 		t.Errorf("docker ps: services %v and %d workers, want %v and 2 (master, slave)", services, workerCount, want)
 	}
@@ -629,6 +593,25 @@ func checkDatabaseContainers(t *testing.T, cli *client.Client, name, orch string
 			return info.State.Health.Status == "healthy", info.State.Health.Status
 		})
 	}
+}
+
+// projectContainers lists the running containers of a Compose project: all of them, the
+// services' names (sorted) and how many are workers the orchestrator started.
+func projectContainers(ctx context.Context, t *testing.T, cli *client.Client, project string) (cs []container.Summary, services []string, workers int) {
+	t.Helper()
+	cs, err := cli.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "com.docker.compose.project="+project))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if c.Labels["rideshare.role"] == "worker" {
+			workers++
+		} else {
+			services = append(services, c.Labels["com.docker.compose.service"])
+		}
+	}
+	slices.Sort(services)
+	return cs, services, workers
 }
 
 // finalProjectFlow runs the course's checks through the load balancer; `_count` and
@@ -913,20 +896,7 @@ func TestOneDockerHost(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cs, err := cli.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "com.docker.compose.project="+p.name))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var services []string
-	workerCount := 0
-	for _, c := range cs {
-		if c.Labels["rideshare.role"] == "worker" {
-			workerCount++
-		} else {
-			services = append(services, c.Labels["com.docker.compose.service"])
-		}
-	}
-	slices.Sort(services)
+	_, services, workerCount := projectContainers(ctx, t, cli, p.name)
 	if want := []string{"gateway", "orchestrator", "prometheus", "rabbitmq", "rides", "users", "zookeeper"}; !slices.Equal(services, want) || workerCount != 2 {
 		t.Errorf("docker ps: services %v and %d workers, want %v and 2", services, workerCount, want)
 	}

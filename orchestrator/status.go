@@ -54,31 +54,33 @@ const (
 // is one node today, which supervises; it leads the sync log when the server it embeds leads
 // the log's stream (with --nats it embeds none, and the cluster's servers lead).
 func (o *Orchestrator) Nodes(ctx context.Context) ([]NodeStatus, error) {
+	log, err := o.Log.State(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return o.nodes(log.Leader), nil
+}
+
+// nodes is the cluster view, given the name of the server leading the log's stream.
+func (o *Orchestrator) nodes(logLeader string) []NodeStatus {
 	name := o.Name
 	if name == "" {
 		name, _ = os.Hostname()
 	}
-	leader, err := o.Log.Leader(ctx)
-	if err != nil {
-		return nil, err
-	}
-	logLeader := o.NATSServer != "" && (leader == "" || leader == o.NATSServer)
-	return []NodeStatus{{Name: name, PID: os.Getpid(), URL: o.URL, Up: true, Supervisor: true, LogLeader: logLeader}}, nil
+	leads := o.NATSServer != "" && (logLeader == "" || logLeader == o.NATSServer)
+	return []NodeStatus{{Name: name, PID: os.Getpid(), URL: o.URL, Up: true, Supervisor: true, LogLeader: leads}}
 }
 
 // Status returns the status view. Workers are listed master first, then by ID.
 func (o *Orchestrator) Status(ctx context.Context) (Status, error) {
-	head, err := o.Log.Last(ctx)
+	log, err := o.Log.State(ctx) // one look gives the head and the leader
 	if err != nil {
 		return Status{}, err
 	}
-	nodes, err := o.Nodes(ctx)
-	if err != nil {
-		return Status{}, err
-	}
+	head := log.Last
 	st := Status{
 		Time:    time.Now().UTC(),
-		Nodes:   nodes,
+		Nodes:   o.nodes(log.Leader),
 		LogHead: head,
 		Reads:   o.served[servedReads].Load(),
 		Writes:  o.served[servedWrites].Load(),

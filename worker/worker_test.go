@@ -146,6 +146,25 @@ func (d *deployment) promote(id string) {
 	d.awaitMaster(id)
 }
 
+// startMaster starts id and makes it master.
+func (d *deployment) startMaster(id string) *running {
+	d.t.Helper()
+	r := d.start(id)
+	d.awaitReady(id)
+	d.promote(id)
+	return r
+}
+
+// mustWrite sends a write that must be acknowledged.
+func (d *deployment) mustWrite(w rideshare.Write) rideshare.Result {
+	d.t.Helper()
+	r, err := d.write(w)
+	if err != nil || r.Result == nil {
+		d.t.Fatalf("write: %+v, %v", r, err)
+	}
+	return *r.Result
+}
+
 // appendUsers appends one log entry per name, as a live master would, without telling
 // syncQ: only the log has them.
 func (d *deployment) appendUsers(names ...string) (last uint64) {
@@ -353,12 +372,8 @@ func TestOnlyTheDesignatedLockHolderTakesWrites(t *testing.T) {
 // not log and steps down; the write is not applied.
 func TestFencedMasterStepsDown(t *testing.T) {
 	d := newDeployment(t)
-	m := d.start("w1")
-	d.awaitReady("w1")
-	d.promote("w1")
-	if r, err := d.write(insertUser("a")); err != nil || r.Result == nil {
-		t.Fatalf("write: %+v, %v", r, err)
-	}
+	m := d.startMaster("w1")
+	d.mustWrite(insertUser("a"))
 	d.appendUsers("usurper") // a newer master's entry
 	r, err := d.write(insertUser("b"))
 	if err != nil {
@@ -381,12 +396,8 @@ func TestFencedMasterStepsDown(t *testing.T) {
 // and ZooKeeper, a paused master): a 409 for an insert after the user's acknowledged delete.
 func TestDeposedMasterRefusesNothingFromStaleState(t *testing.T) {
 	d := newDeployment(t)
-	m := d.start("w1")
-	d.awaitReady("w1")
-	d.promote("w1")
-	if r, err := d.write(insertUser("a")); err != nil || r.Result == nil {
-		t.Fatalf("write: %+v, %v", r, err)
-	}
+	m := d.startMaster("w1")
+	d.mustWrite(insertUser("a"))
 	d.appendUsers("usurper") // a newer master's entry, which w1 has not seen
 	r, err := d.write(insertUser("a"))
 	if err != nil {
@@ -404,28 +415,21 @@ func TestDeposedMasterRefusesNothingFromStaleState(t *testing.T) {
 // for that state (a refusal shows "present" as a read would).
 func TestRefusalCarriesItsSequence(t *testing.T) {
 	d := newDeployment(t)
-	d.start("w1")
-	d.awaitReady("w1")
-	d.promote("w1")
-	ok, err := d.write(insertUser("a"))
-	if err != nil || ok.Result == nil {
-		t.Fatalf("write: %+v, %v", ok, err)
-	}
+	d.startMaster("w1")
+	ok := d.mustWrite(insertUser("a"))
 	r, err := d.write(insertUser("a"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Kind != rideshare.KindConstraint || r.Seq != ok.Result.Seq {
-		t.Fatalf("duplicate answered %+v, want kind %s at seq %d", r, rideshare.KindConstraint, ok.Result.Seq)
+	if r.Kind != rideshare.KindConstraint || r.Seq != ok.Seq {
+		t.Fatalf("duplicate answered %+v, want kind %s at seq %d", r, rideshare.KindConstraint, ok.Seq)
 	}
 }
 
 // A master whose coordination session ends stops taking writes and exits.
 func TestMasterStopsWhenSessionLost(t *testing.T) {
 	d := newDeployment(t)
-	m := d.start("w1")
-	d.awaitReady("w1")
-	d.promote("w1")
+	m := d.startMaster("w1")
 	m.sess.Expire()
 	if err := m.wait(t); !errors.Is(err, worker.ErrSteppedDown) {
 		t.Fatalf("Run after its session was lost: %v, want ErrSteppedDown", err)

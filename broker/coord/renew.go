@@ -65,17 +65,13 @@ func (r *Renewing) session(ctx context.Context) (Coordinator, error) {
 	return c, nil
 }
 
-func (r *Renewing) Join(ctx context.Context, m Member) error {
-	return errors.New("coord: a renewing coordinator holds no members (only workers join)")
-}
+// errHoldsNothing: a renewing coordinator is an observer's; members and the master lock are
+// workers', and would not survive a renewal.
+var errHoldsNothing = errors.New("coord: a renewing coordinator holds no members and no lock (only workers do)")
 
-func (r *Renewing) Update(ctx context.Context, m Member) error {
-	return errors.New("coord: a renewing coordinator holds no members (only workers join)")
-}
-
-func (r *Renewing) AcquireMaster(ctx context.Context, id string) error {
-	return errors.New("coord: a renewing coordinator holds no lock (only workers take it)")
-}
+func (r *Renewing) Join(context.Context, Member) error          { return errHoldsNothing }
+func (r *Renewing) Update(context.Context, Member) error        { return errHoldsNothing }
+func (r *Renewing) AcquireMaster(context.Context, string) error { return errHoldsNothing }
 
 func (r *Renewing) Members(ctx context.Context) ([]Member, error) {
 	c, err := r.session(ctx)

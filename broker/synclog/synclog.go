@@ -128,24 +128,14 @@ func (l *Log) Last(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
-// Leader is the name of the NATS server that leads the log's stream ("" if JetStream does not
-// say, as a server outside a cluster may not).
-func (l *Log) Leader(ctx context.Context) (string, error) {
-	info, err := l.stream.Info(ctx)
-	if err != nil {
-		return "", fmt.Errorf("sync log info: %w", err)
-	}
-	if info.Cluster == nil {
-		return "", nil
-	}
-	return info.Cluster.Leader, nil
-}
-
 // State is the log's head and size.
 type State struct {
 	Last      uint64 // sequence of the newest entry
 	Bytes     uint64 // stored, on the server's disk
 	Consumers int    // readers the server keeps for the stream
+	// Leader names the NATS server that leads the log's stream ("" if JetStream does not
+	// say, as a server outside a cluster may not).
+	Leader string
 }
 
 // State returns the log's head and size in one look.
@@ -154,7 +144,11 @@ func (l *Log) State(ctx context.Context) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("sync log info: %w", err)
 	}
-	return State{Last: info.State.LastSeq, Bytes: info.State.Bytes, Consumers: info.State.Consumers}, nil
+	st := State{Last: info.State.LastSeq, Bytes: info.State.Bytes, Consumers: info.State.Consumers}
+	if info.Cluster != nil {
+		st.Leader = info.Cluster.Leader
+	}
+	return st, nil
 }
 
 // Get returns the entry at seq.

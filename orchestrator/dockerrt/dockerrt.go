@@ -446,10 +446,9 @@ func (r *Runtime) removeLater(cid string) {
 
 // List returns this stack's running workers, ID to PID, and removes the dead ones.
 func (r *Runtime) List(ctx context.Context) (map[string]int, error) {
-	cs, err := r.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
-		filters.Arg("label", LabelStack+"="+r.Stack), filters.Arg("label", LabelRole+"="+RoleWorker))})
+	cs, err := r.workerContainers(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list workers: %w", err)
+		return nil, err
 	}
 	out := make(map[string]int, len(cs))
 	running := make(map[string]bool, len(cs))
@@ -535,12 +534,21 @@ func (r *Runtime) Close() error {
 	return errors.Join(errs...)
 }
 
-// removeDead removes the stack's worker containers that are no longer running.
-func (r *Runtime) removeDead(ctx context.Context) error {
+// workerContainers lists the stack's worker containers, in any state.
+func (r *Runtime) workerContainers(ctx context.Context) ([]container.Summary, error) {
 	cs, err := r.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
 		filters.Arg("label", LabelStack+"="+r.Stack), filters.Arg("label", LabelRole+"="+RoleWorker))})
 	if err != nil {
-		return fmt.Errorf("list dead workers: %w", err)
+		return nil, fmt.Errorf("list workers: %w", err)
+	}
+	return cs, nil
+}
+
+// removeDead removes the stack's worker containers that are no longer running.
+func (r *Runtime) removeDead(ctx context.Context) error {
+	cs, err := r.workerContainers(ctx)
+	if err != nil {
+		return err
 	}
 	var errs []error
 	for _, c := range cs {

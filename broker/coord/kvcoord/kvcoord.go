@@ -74,13 +74,7 @@ func (k *KV) Open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if k.Bind {
-		k.leases, err = js.KeyValue(ctx, k.Bucket)
-	} else {
-		k.leases, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: k.Bucket, TTL: k.TTL, History: 1, Storage: jetstream.FileStorage, Replicas: max(k.Replicas, 1),
-		})
-	}
+	k.leases, err = k.bucket(ctx, js, k.Bucket, k.TTL)
 	if err != nil {
 		return fmt.Errorf("lease bucket %s: %w", k.Bucket, err)
 	}
@@ -88,13 +82,7 @@ func (k *KV) Open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("lease bucket stream: %w", err)
 	}
-	if k.Bind {
-		k.persist, err = js.KeyValue(ctx, k.Bucket+"_persist")
-	} else {
-		k.persist, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: k.Bucket + "_persist", History: 1, Storage: jetstream.FileStorage, Replicas: max(k.Replicas, 1),
-		})
-	}
+	k.persist, err = k.bucket(ctx, js, k.Bucket+"_persist", 0)
 	if err != nil {
 		return fmt.Errorf("bucket %s_persist: %w", k.Bucket, err)
 	}
@@ -106,6 +94,17 @@ func (k *KV) Open(ctx context.Context) error {
 	k.cancel = cancel
 	go k.heartbeat(hctx)
 	return nil
+}
+
+// bucket binds to the bucket name (Bind) or creates it (updating one that exists), its keys
+// expiring after ttl (0: never).
+func (k *KV) bucket(ctx context.Context, js jetstream.JetStream, name string, ttl time.Duration) (jetstream.KeyValue, error) {
+	if k.Bind {
+		return js.KeyValue(ctx, name)
+	}
+	return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: name, TTL: ttl, History: 1, Storage: jetstream.FileStorage, Replicas: max(k.Replicas, 1),
+	})
 }
 
 // heartbeat refreshes this session's leases every TTL/4. A lease counts as held only until

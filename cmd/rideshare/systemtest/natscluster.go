@@ -184,40 +184,40 @@ func (c *NATSCluster) WaitJetStream(name string, timeout time.Duration) {
 	})
 }
 
-// StreamInfo is a stream's state as the cluster reports it (its leader, its replicas).
+// StreamInfo is a stream's state as the cluster reports it (its leader, its replicas), asked
+// of each running server in turn until one answers.
 func (c *NATSCluster) StreamInfo(stream string) (*jetstream.StreamInfo, error) {
 	var last error
 	for _, n := range c.nodes {
 		if n.cmd == nil {
 			continue
 		}
-		nc, err := nats.Connect(c.URL(n.name), nats.Token(c.Token), nats.Timeout(time.Second), nats.NoReconnect())
-		if err != nil {
-			last = err
-			continue
-		}
-		js, err := jetstream.New(nc)
+		info, err := c.streamInfoVia(n.name, stream)
 		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			var s jetstream.Stream
-			if s, err = js.Stream(ctx, stream); err == nil {
-				var info *jetstream.StreamInfo
-				info, err = s.Info(ctx)
-				cancel()
-				nc.Close()
-				if err == nil {
-					return info, nil
-				}
-			} else {
-				cancel()
-				nc.Close()
-			}
-		} else {
-			nc.Close()
+			return info, nil
 		}
 		last = err
 	}
 	return nil, fmt.Errorf("stream %s: %w", stream, last)
+}
+
+func (c *NATSCluster) streamInfoVia(server, stream string) (*jetstream.StreamInfo, error) {
+	nc, err := nats.Connect(c.URL(server), nats.Token(c.Token), nats.Timeout(time.Second), nats.NoReconnect())
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	return s.Info(ctx)
 }
 
 func freePorts(t *testing.T, n int) []int {

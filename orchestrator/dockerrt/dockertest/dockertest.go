@@ -181,7 +181,12 @@ func GoBinary(tb testing.TB, dir, pkg string, extraArgs ...string) []byte {
 
 // Leftovers lists the containers (any state), networks and volumes labelled with stack.
 func Leftovers(ctx context.Context, cli *client.Client, stack string) ([]string, error) {
-	f := filters.NewArgs(filters.Arg("label", dockerrt.LabelStack+"="+stack))
+	return Labelled(ctx, cli, dockerrt.LabelStack+"="+stack)
+}
+
+// Labelled lists the containers (any state), networks and volumes with the label key=value.
+func Labelled(ctx context.Context, cli *client.Client, label string) ([]string, error) {
+	f := filters.NewArgs(filters.Arg("label", label))
 	var out []string
 	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	if err != nil {
