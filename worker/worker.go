@@ -566,6 +566,9 @@ func (w *Worker) stepDown(err error) {
 	}
 }
 
+// GroupTimeout bounds the commit of one group (its log append and SQLite transaction).
+const GroupTimeout = 10 * time.Second
+
 // MaxGroupOps bounds the row operations of one group (one log entry), so that an entry stays
 // far below the largest message NATS carries and a catch-up never holds many rows at once:
 // 256 batches of 100 inserts would make a 4 MB entry.
@@ -580,6 +583,12 @@ func opsIn(w rideshare.Write) int {
 }
 
 func (w *Worker) commitGroup(ctx context.Context, batch []writeReq) {
+	// A group once taken is finished even if the role ends meanwhile: cancelled between its
+	// log append and its SQLite commit, the entry would be in the log and not in this copy
+	// (TestRunEndsWithNothingHalfDone saw it). The bound keeps a stuck append from holding
+	// Run's return for long.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), GroupTimeout)
+	defer cancel()
 	answer := func(r rideshare.WriteReply) {
 		for _, b := range batch {
 			b.reply <- marshal(r)
