@@ -344,6 +344,14 @@ func (o *Orchestrator) read(ctx context.Context, q rideshare.Read) (json.RawMess
 	q.MinSeq = 0
 	if q.Consistency != rideshare.Eventual {
 		q.MinSeq = o.shown.Load()
+		if o.ReadIndex {
+			// Writes acknowledged through the other nodes are in the log, not in shown.
+			last, err := o.index.wait(ctx)
+			if err != nil {
+				return nil, 0, fmt.Errorf("%w: read index: %v", rideshare.ErrUnavailable, err)
+			}
+			q.MinSeq = max(q.MinSeq, last)
+		}
 	}
 	body, err := json.Marshal(q)
 	if err != nil {

@@ -13,6 +13,7 @@ const (
 	EventFailover      = "failover"       // a new master took writes; Duration since the old one was lost
 	EventScale         = "scale"          // a scaling decision; Reads is the count that caused it
 	EventCrash         = "crash"          // a worker was killed through the crash API
+	EventSupervisor    = "supervisor"     // this node took or lost the supervisor role (several orchestrator nodes)
 )
 
 // Event is one thing an operator wants to see happened, newest last.

@@ -160,6 +160,8 @@ type supOpts struct {
 	broker       broker.Broker // the orchestrator's broker; nil: none (the fakes take no requests)
 	// wrap, if set, wraps the coordinator and runtime the orchestrator is given.
 	wrap func(c coord.Coordinator, rt Runtime) (coord.Coordinator, Runtime)
+	// configure, if set, changes the orchestrator before it opens (a node of several).
+	configure func(o *Orchestrator)
 }
 
 // supervised is an orchestrator (no broker, no log: only its supervisor runs) over memrt and
@@ -215,7 +217,14 @@ func (s *supervised) session(t *testing.T) *memcoord.Session {
 // open opens an orchestrator on the pool's runtime and the session c, as mustSupervised's.
 func (s *supervised) open(t *testing.T) *Orchestrator {
 	t.Helper()
-	var c coord.Coordinator = s.c
+	return s.openWith(t, s.c, s.opts.configure)
+}
+
+// openWith opens an orchestrator on the pool's runtime and the session given, changed by
+// configure if set: another node of the same cluster.
+func (s *supervised) openWith(t *testing.T, session *memcoord.Session, configure func(*Orchestrator)) *Orchestrator {
+	t.Helper()
+	var c coord.Coordinator = session
 	var rt Runtime = s.rt
 	if s.opts.wrap != nil {
 		c, rt = s.opts.wrap(c, rt)
@@ -227,6 +236,9 @@ func (s *supervised) open(t *testing.T) *Orchestrator {
 		o.StartTimeout = s.opts.startTimeout
 	}
 	o.Slaves = s.slave
+	if configure != nil {
+		configure(o)
+	}
 	if err := o.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -84,6 +85,17 @@ type Orchestrator struct {
 	NATSServer string
 	// Name and URL identify this node in the status view (default: the host name, none).
 	Name, URL string
+	// Supervision, if set, opens a coordination session in which the nodes of a cluster
+	// contend for the supervisor role (role.go); nil: this node is alone and supervises.
+	Supervision func(context.Context) (coord.Coordinator, error)
+	// SessionTimeout is Supervision's session timeout (default 3 s).
+	SessionTimeout time.Duration
+	// Registry of the cluster's nodes, for the cluster view; nil: this node alone.
+	NodeRegistry NodeRegistry
+	// ReadIndex makes every strong read wait for the log's last sequence, fetched after the
+	// read arrived (once for each batch of waiting reads): with several nodes, a write
+	// acknowledged through another node is in the log but not in this node's shown.
+	ReadIndex bool
 	// Poll is how often the supervisor reconciles without a coordination event.
 	Poll time.Duration
 	// StartTimeout is how long a new worker may take to join before it is replaced.
@@ -105,6 +117,8 @@ type Orchestrator struct {
 	served [2]atomic.Uint64 // db reads and writes answered, for the status view's rates
 	m      *orchMetrics
 	sup    *supervisor
+	role   role
+	index  readIndex
 	cancel context.CancelFunc
 	group  *errgroup.Group
 }
@@ -138,15 +152,31 @@ func (o *Orchestrator) Open(ctx context.Context) error {
 		}
 		o.ack(last)
 	}
+	if o.Name == "" {
+		o.Name, _ = os.Hostname()
+	}
+	o.role.alone = o.Supervision == nil
+	if o.Log != nil {
+		o.index.last = o.Log.Last
+	}
 	o.sup = &supervisor{o: o, workers: map[string]*tracked{}, ghosts: map[string]time.Time{}, slaves: o.Slaves}
 	// The pool is exported whether or not a scaler runs.
 	metrics.Register(o.Registry, &poolCollector{o: o, headTimeout: time.Second})
+	if o.Log != nil {
+		metrics.Register(o.Registry, newClusterCollector(o))
+	}
 	if err := o.sup.adopt(ctx); err != nil {
 		return fmt.Errorf("adopt workers: %w", err)
 	}
 	ctx, o.cancel = context.WithCancel(context.Background())
 	o.group, ctx = errgroup.WithContext(ctx)
 	o.group.Go(func() error { return o.sup.run(ctx) })
+	if o.Supervision != nil {
+		o.group.Go(func() error { o.campaign(ctx); return nil })
+	}
+	if o.NodeRegistry != nil {
+		o.group.Go(func() error { o.announce(ctx); return nil })
+	}
 	return nil
 }
 

@@ -60,6 +60,12 @@ type Pool interface {
 	SetSlaves(n int)
 }
 
+// Supervisor is a pool that may be resized only by one node of several (the Orchestrator): the
+// scaler decides only while Supervising.
+type Supervisor interface {
+	Supervising() bool
+}
+
 // EventRecorder is a pool that keeps the operator's recent events (the Orchestrator): the
 // scaler adds its decisions that changed something.
 type EventRecorder interface {
@@ -326,6 +332,12 @@ func (s *Scaler) Run(ctx context.Context) error {
 			default:
 				s.log.Debug("Prometheus counted fewer reads than this orchestrator: using the local count", "prometheus", n, "local", reads)
 			}
+		}
+		if sp, ok := s.Pool.(Supervisor); ok && !sp.Supervising() {
+			// Another node supervises and resizes the pool; this one's reads count there
+			// through Prometheus.
+			s.log.Debug("no decision: this node does not supervise")
+			continue
 		}
 		wanted = s.decide(ctx, reads, wanted, source)
 	}

@@ -3,7 +3,6 @@ package orchestrator
 import (
 	"cmp"
 	"context"
-	"os"
 	"slices"
 	"time"
 
@@ -50,27 +49,6 @@ const (
 	servedWrites
 )
 
-// Nodes is the cluster view (`GET /api/v1/cluster`): one entry per orchestrator node. There
-// is one node today, which supervises; it leads the sync log when the server it embeds leads
-// the log's stream (with --nats it embeds none, and the cluster's servers lead).
-func (o *Orchestrator) Nodes(ctx context.Context) ([]NodeStatus, error) {
-	log, err := o.Log.State(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return o.nodes(log.Leader), nil
-}
-
-// nodes is the cluster view, given the name of the server leading the log's stream.
-func (o *Orchestrator) nodes(logLeader string) []NodeStatus {
-	name := o.Name
-	if name == "" {
-		name, _ = os.Hostname()
-	}
-	leads := o.NATSServer != "" && (logLeader == "" || logLeader == o.NATSServer)
-	return []NodeStatus{{Name: name, PID: os.Getpid(), URL: o.URL, Up: true, Supervisor: true, LogLeader: leads}}
-}
-
 // Status returns the status view. Workers are listed master first, then by ID.
 func (o *Orchestrator) Status(ctx context.Context) (Status, error) {
 	log, err := o.Log.State(ctx) // one look gives the head and the leader
@@ -78,9 +56,13 @@ func (o *Orchestrator) Status(ctx context.Context) (Status, error) {
 		return Status{}, err
 	}
 	head := log.Last
+	nodes, err := o.nodes(ctx, log.Leader)
+	if err != nil {
+		return Status{}, err
+	}
 	st := Status{
 		Time:    time.Now().UTC(),
-		Nodes:   o.nodes(log.Leader),
+		Nodes:   nodes,
 		LogHead: head,
 		Reads:   o.served[servedReads].Load(),
 		Writes:  o.served[servedWrites].Load(),

@@ -145,6 +145,11 @@ func (s *supervisor) reconcile(ctx context.Context) error {
 	if designated != s.designated {
 		s.designated, s.designatedAt = designated, time.Now()
 	}
+	if !s.o.role.held() {
+		s.observeLocked(procs)
+		s.mu.Unlock()
+		return nil
+	}
 	var toKill, revoke []string
 	for id, since := range s.ghosts {
 		if _, running := procs[id]; !running {
@@ -210,6 +215,9 @@ func (s *supervisor) reconcile(ctx context.Context) error {
 	s.mu.Unlock()
 
 	for _, id := range toStop {
+		if !s.may() {
+			break
+		}
 		s.o.Logger.Info("stopping slave (scale-in)", "worker", id)
 		s.o.events.add(Event{Kind: EventWorkerStopped, Worker: id, Message: "slave " + id + " stopped (scale-in)"})
 		// A clean stop takes up to the runtime's stop timeout: not inline, so supervision goes
@@ -222,6 +230,9 @@ func (s *supervisor) reconcile(ctx context.Context) error {
 	}
 
 	for _, id := range revoke {
+		if !s.may() {
+			break
+		}
 		if err := s.o.Coord.Revoke(ctx, id); err != nil {
 			s.o.Logger.Warn("revoke master lock of dead worker", "worker", id, "err", err)
 		} else {
@@ -231,6 +242,9 @@ func (s *supervisor) reconcile(ctx context.Context) error {
 		}
 	}
 	for _, id := range toKill {
+		if !s.may() {
+			break
+		}
 		s.o.Logger.Warn("killing worker that outlived its session", "worker", id)
 		_ = s.o.Runtime.Kill(id)
 	}
@@ -319,7 +333,54 @@ func (s *supervisor) scaleInLocked(n int) []string {
 	return out
 }
 
+// may reports whether this node still supervises, checked immediately before each action:
+// a node that lost the role (paused, cut off) only watches (role.go).
+func (s *supervisor) may() bool { return s.o.role.held() }
+
+// observeLocked is what a node that does not supervise does on each round: it tracks the
+// workers the runtime runs (another node started them) without acting on any, so that when it
+// takes the role over it knows them all and starts none twice.
+func (s *supervisor) observeLocked(procs map[string]int) {
+	for id, pid := range procs {
+		w, ok := s.workers[id]
+		if !ok {
+			w = &tracked{id: id, started: time.Now()}
+			s.workers[id] = w
+		}
+		w.pid = pid
+		if _, member := s.members[id]; member {
+			w.joined = true
+		}
+	}
+	for id := range s.workers {
+		if _, running := procs[id]; !running {
+			delete(s.workers, id)
+		}
+	}
+	clear(s.ghosts)
+}
+
+// takeOver is called when this node takes the supervisor role: it keeps the pool it finds
+// (the scaler of the node before may have grown it) and gives a designated worker its full
+// time again. Ghosts are learned anew: this node saw none die.
+func (s *supervisor) takeOver() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for id, m := range s.members {
+		if _, ok := s.workers[id]; ok && m.Role == coord.RoleSlave {
+			n++
+		}
+	}
+	s.slaves = max(s.slaves, n)
+	s.designatedAt = time.Now()
+	clear(s.ghosts)
+}
+
 func (s *supervisor) start(ctx context.Context) error {
+	if !s.may() {
+		return nil
+	}
 	id := newID()
 	s.mu.Lock()
 	s.workers[id] = &tracked{id: id, started: time.Now()}
@@ -378,6 +439,9 @@ func (s *supervisor) elect(ctx context.Context) error {
 		return cands[i].pid < cands[j].pid
 	})
 	c := cands[0]
+	if !s.may() {
+		return nil
+	}
 	if err := s.o.Coord.Designate(ctx, c.id); err != nil {
 		return err
 	}

@@ -3,6 +3,9 @@ package natsq
 import (
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -28,8 +31,77 @@ type Server struct {
 	// SyncInterval (the server's default, 2 minutes, when 0) and a crash of the machine may
 	// lose up to that much; a crash of the process loses nothing either way.
 	Sync Sync
+	// Name is the server's name, unique in a cluster (JetStream names a stream's leader by
+	// it); empty: ServerName.
+	Name string
+	// Cluster, if set, joins this server to the other orchestrator nodes' servers: one NATS
+	// cluster whose JetStream keeps the sync log on several of them (Raft inside NATS).
+	Cluster *Cluster
 
 	srv *server.Server
+}
+
+// Cluster is how an embedded server joins its peers. Routes authenticate as user RouteUser
+// with the deployment's token as password, so nothing without the token can join either.
+type Cluster struct {
+	// Listen is the host:port routes from the peers connect to.
+	Listen string
+	// Routes are the peers' route addresses (host:port); listing this node's own is harmless.
+	Routes []string
+	// Advertise, if set, is the host:port the peers are told to reach this node's routes at.
+	Advertise string
+}
+
+// ClusterName is the name of the orchestrators' NATS cluster.
+const ClusterName = "rideshare"
+
+// RouteUser is the user a route between two orchestrator nodes authenticates as.
+const RouteUser = "route"
+
+// ServerName returns the server's name: Name, or ServerName.
+func (s *Server) ServerName() string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return ServerName
+}
+
+// clusterOpts turns Cluster into the server's options.
+func (s *Server) clusterOpts(o *server.Options) error {
+	c := s.Cluster
+	if c == nil {
+		return nil
+	}
+	if s.Token == "" {
+		return fmt.Errorf("a cluster needs a token: routes authenticate with it")
+	}
+	host, port, err := splitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("cluster listen %q: %w", c.Listen, err)
+	}
+	o.Cluster = server.ClusterOpts{Name: ClusterName, Host: host, Port: port,
+		Username: RouteUser, Password: s.Token, Advertise: c.Advertise,
+		// A partitioned peer's routes are dropped within seconds, as clients' are.
+		PingInterval: time.Second, MaxPingsOut: 3}
+	for _, r := range c.Routes {
+		if _, _, err := splitHostPort(r); err != nil {
+			return fmt.Errorf("route %q: %w", r, err)
+		}
+		o.Routes = append(o.Routes, &url.URL{Scheme: "nats-route", User: url.UserPassword(RouteUser, s.Token), Host: r})
+	}
+	return nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port <= 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	return host, port, nil
 }
 
 // Open starts the server and waits until it accepts connections.
@@ -38,8 +110,8 @@ func (s *Server) Open() error {
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	srv, err := server.NewServer(&server.Options{
-		ServerName: ServerName,
+	opts := &server.Options{
+		ServerName: s.ServerName(),
 		Host:       host,
 		Port:       s.Port,
 		JetStream:  true,
@@ -54,7 +126,11 @@ func (s *Server) Open() error {
 		Authorization: s.Token,
 		SyncAlways:    s.Sync.Always,
 		SyncInterval:  s.Sync.Interval,
-	})
+	}
+	if err := s.clusterOpts(opts); err != nil {
+		return err
+	}
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("configure nats server: %w", err)
 	}

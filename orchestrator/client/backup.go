@@ -2,14 +2,12 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/rideshare/rideshare"
 )
@@ -17,33 +15,39 @@ import (
 // Backup saves a consistent copy of the database (GET /api/v1/db/backup) to path and returns
 // the sequence it holds. The copy is written beside path and renamed into place only once it
 // is whole, so path never holds a partial backup. Backups can take minutes: the client's own
-// timeout does not apply, ctx does.
+// timeouts do not apply to the copy, ctx does. Until a node starts sending one, the request
+// moves from node to node on refused connections and 503s, for at most the client's Timeout
+// if ctx has no deadline.
 func (c *Client) Backup(ctx context.Context, path string) (seq uint64, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+"/api/v1/db/backup", nil)
+	hc := *c.HTTP
+	hc.Timeout = 0
+	fctx, cancel := c.bound(ctx)
+	defer cancel()
+	var resp *http.Response
+	err = c.failover(fctx, true, func(base string) (outcome, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/db/backup", nil)
+		if err != nil {
+			return answered, err
+		}
+		if c.Token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.Token)
+		}
+		r, err := hc.Do(req)
+		if err != nil {
+			return failureOf(err), fmt.Errorf("%w: %v", rideshare.ErrUnavailable, err)
+		}
+		if r.StatusCode != http.StatusOK {
+			defer r.Body.Close()
+			payload, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+			return statusError(r.StatusCode, payload)
+		}
+		resp = r
+		return answered, nil
+	})
 	if err != nil {
 		return 0, err
 	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	hc := *c.HTTP
-	hc.Timeout = 0
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %v", rideshare.ErrUnavailable, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		payload, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var e struct {
-			Error string `json:"error"`
-		}
-		_ = json.Unmarshal(payload, &e)
-		if e.Error == "" {
-			e.Error = strings.TrimSpace(string(payload))
-		}
-		return 0, rideshare.ErrorOfStatus(resp.StatusCode, e.Error)
-	}
 	seq, err = strconv.ParseUint(resp.Header.Get("X-Rideshare-Seq"), 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("backup answer without a valid X-Rideshare-Seq: %v", err)

@@ -5,48 +5,108 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/rideshare/rideshare"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/rideshare/rideshare"
 )
 
-// Client talks to one orchestrator.
+// Client talks to the orchestrator: one node, or any node of a cluster (every node serves
+// the database API). A call goes to the node that answered the last call and moves on to the
+// next one, round robin, on a refused connection or a 503 (see failover).
 type Client struct {
-	// BaseURL is the orchestrator's address, e.g. http://127.0.0.1:8083.
-	BaseURL string
+	// URLs are the orchestrator nodes' base URLs, e.g. http://127.0.0.1:8083, without a
+	// trailing slash. Set them before the first call.
+	URLs []string
 	// Token, if set, is sent as "Authorization: Bearer <token>".
 	Token string
-	HTTP  *http.Client
+	// Timeout bounds one call, its failover over the nodes included, when the call's context
+	// has no deadline of its own (a context's deadline alone bounds its call). 0: none.
+	Timeout time.Duration
+	// HTTP sends the requests. Its own Timeout bounds one attempt on one node.
+	HTTP *http.Client
+
+	// next is the index in URLs of the node to try first: the last one that answered.
+	next atomic.Uint64
 }
 
-// New returns a client with a sensible timeout.
+// DefaultTimeout is New's Timeout and its HTTP client's: as long as one request could take
+// before there were several nodes.
+const DefaultTimeout = 30 * time.Second
+
+// New returns a client of the orchestrator at baseURL, or of the nodes at a comma-separated
+// list of base URLs ("http://a:8083,http://b:8083"), with sensible timeouts.
 func New(baseURL, token string) *Client {
 	return &Client{
-		BaseURL: strings.TrimRight(baseURL, "/"),
+		URLs:    splitURLs(baseURL),
 		Token:   token,
-		HTTP:    &http.Client{Timeout: 30 * time.Second, Transport: transport()},
+		Timeout: DefaultTimeout,
+		HTTP:    &http.Client{Timeout: DefaultTimeout, Transport: transport()},
 	}
 }
 
+// splitURLs splits a comma-separated list of base URLs, dropping blanks and trailing slashes.
+// An empty list gives one empty URL, so that calls fail as they did before lists.
+func splitURLs(list string) []string {
+	var urls []string
+	for _, u := range strings.Split(list, ",") {
+		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	if len(urls) == 0 {
+		urls = []string{""}
+	}
+	return urls
+}
+
 // transport keeps enough idle connections to the orchestrator for many concurrent requests
-// (http.DefaultTransport keeps 2 per host, so under load most requests would dial anew).
+// (http.DefaultTransport keeps 2 per host, so under load most requests would dial anew), and
+// gives up dialing a node that does not answer soon enough to try the next one.
 func transport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = 1024
 	t.MaxIdleConnsPerHost = 256
+	t.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	return t
 }
 
+// dialTimeout bounds connecting to one node: a node that is down but not refusing (a host
+// gone, packets dropped) must not eat a call's whole time.
+const dialTimeout = 3 * time.Second
+
 // Write sends one write. A 400 wraps rideshare.ErrInvalid, a 409 rideshare.ErrConstraint, a 503 or a
 // transport failure rideshare.ErrUnavailable.
+//
+// A write without a RequestID gets a fresh one, the same on every attempt, so it can be sent
+// again to another node after a 503 or a connection that broke while waiting for the answer:
+// the orchestrator applies a request id once and answers a repeat with the first result.
 func (c *Client) Write(ctx context.Context, w rideshare.Write) (rideshare.Result, error) {
+	if w.RequestID == "" {
+		w.RequestID = newRequestID()
+	}
 	var res rideshare.Result
-	err := c.post(ctx, "/api/v1/db/write", w, jsonInto(&res))
+	err := c.post(ctx, "/api/v1/db/write", w, jsonInto(&res), true)
 	return res, err
+}
+
+// newRequestID is "c-" and, in hex, 8 bytes of the clock and 8 random bytes: like the
+// orchestrator's own ids, consecutive ids sort together, so replicas add them at the end of
+// their requests index instead of all over it; uniqueness comes from the random half.
+func newRequestID() string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixNano()))
+	_, _ = rand.Read(b[8:]) // crypto/rand.Read never fails (it crashes the program instead)
+	return "c-" + hex.EncodeToString(b[:])
 }
 
 // ReadResult is the answer of a read: the rows and the sync-log sequence the slave had applied.
@@ -55,7 +115,8 @@ type ReadResult struct {
 	Seq  uint64          `json:"seq"`
 }
 
-// Read runs one query.
+// Read runs one query. Reads change nothing, so a read is tried again on the next node
+// whatever happened to its connection.
 func (c *Client) Read(ctx context.Context, r rideshare.Read) ([]rideshare.Row, error) {
 	var res ReadResult
 	err := c.post(ctx, "/api/v1/db/read", r, func(payload []byte) error {
@@ -67,16 +128,17 @@ func (c *Client) Read(ctx context.Context, r rideshare.Read) ([]rideshare.Row, e
 		}
 		normalize(&res)
 		return nil
-	})
+	}, true)
 	if err != nil {
 		return nil, err
 	}
 	return res.Rows, nil
 }
 
-// Clear empties every table.
+// Clear empties every table. It carries no request id, so it moves to another node only when
+// it cannot have been applied (a refused connection) or was refused (a 503).
 func (c *Client) Clear(ctx context.Context) error {
-	return c.post(ctx, "/api/v1/db/clear", struct{}{}, nil)
+	return c.post(ctx, "/api/v1/db/clear", struct{}{}, nil, false)
 }
 
 // jsonInto decodes an answer into out, numbers as json.Number (store.Result's int64 fields
@@ -90,37 +152,48 @@ func jsonInto(out any) func([]byte) error {
 }
 
 // post sends body to path and hands a 200 answer to decode (nil: the answer is not read).
-func (c *Client) post(ctx context.Context, path string, body any, decode func(payload []byte) error) error {
+// resend says the request may be sent again after its connection broke once it was sent.
+func (c *Client) post(ctx context.Context, path string, body any, decode func(payload []byte) error, resend bool) error {
 	data, err := json.Marshal(body)
 	if err != nil {
 		return fmt.Errorf("encode request: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+path, bytes.NewReader(data))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w: %v", rideshare.ErrUnavailable, err)
-	}
-	defer resp.Body.Close()
-	payload, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("%w: read answer: %v", rideshare.ErrUnavailable, err)
-	}
-	if resp.StatusCode == http.StatusOK {
-		if decode == nil {
-			return nil
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	return c.failover(ctx, resend, func(base string) (outcome, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(data))
+		if err != nil {
+			return answered, err
 		}
-		if err := decode(payload); err != nil {
-			return fmt.Errorf("decode answer of %s: %w", path, err)
+		req.Header.Set("Content-Type", "application/json")
+		if c.Token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.Token)
 		}
-		return nil
-	}
+		resp, err := c.HTTP.Do(req)
+		if err != nil {
+			return failureOf(err), fmt.Errorf("%w: %v", rideshare.ErrUnavailable, err)
+		}
+		defer resp.Body.Close()
+		payload, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		if err != nil {
+			return lost, fmt.Errorf("%w: read answer: %v", rideshare.ErrUnavailable, err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			if decode == nil {
+				return answered, nil
+			}
+			if err := decode(payload); err != nil {
+				return answered, fmt.Errorf("decode answer of %s: %w", path, err)
+			}
+			return answered, nil
+		}
+		return statusError(resp.StatusCode, payload)
+	})
+}
+
+// statusError is the error of a non-200 answer, and whether another node may do better: a
+// 503 (or a proxy's 502 or 504 in front of a node) says this one cannot answer now.
+func statusError(status int, payload []byte) (outcome, error) {
 	var e struct {
 		Error string `json:"error"`
 	}
@@ -128,11 +201,13 @@ func (c *Client) post(ctx context.Context, path string, body any, decode func(pa
 	if e.Error == "" {
 		e.Error = strings.TrimSpace(string(payload))
 	}
-	status := resp.StatusCode
 	if status == http.StatusGatewayTimeout || status == http.StatusBadGateway {
 		status = http.StatusServiceUnavailable // a proxy in front of the orchestrator: try again
 	}
-	return rideshare.ErrorOfStatus(status, e.Error)
+	if status == http.StatusServiceUnavailable {
+		return refused, rideshare.ErrorOfStatus(status, e.Error)
+	}
+	return answered, rideshare.ErrorOfStatus(status, e.Error)
 }
 
 // normalize turns json.Number values in rows into int64, as the store returns them.
@@ -148,21 +223,30 @@ func normalize(res *ReadResult) {
 	}
 }
 
-// Ping asks the orchestrator's /readyz whether it has a ready master and slaves. It makes no
-// db/read, so readiness probes do not count towards autoscaling.
+// Ping asks the orchestrator's /readyz whether it has a ready master and slaves; with several
+// nodes, whether one of them says so. It makes no db/read, so readiness probes do not count
+// towards autoscaling.
 func (c *Client) Ping(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+"/readyz", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w: %v", rideshare.ErrUnavailable, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("%w: orchestrator not ready: %s", rideshare.ErrUnavailable, strings.TrimSpace(string(body)))
-	}
-	return nil
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	return c.failover(ctx, true, func(base string) (outcome, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+		if err != nil {
+			return answered, err
+		}
+		resp, err := c.HTTP.Do(req)
+		if err != nil {
+			return failureOf(err), fmt.Errorf("%w: %v", rideshare.ErrUnavailable, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			err := fmt.Errorf("%w: orchestrator not ready: %s", rideshare.ErrUnavailable, strings.TrimSpace(string(body)))
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				return refused, err
+			}
+			return answered, err
+		}
+		return answered, nil
+	})
 }

@@ -46,18 +46,27 @@ func (e *exits) Handle(_ context.Context, r slog.Record) error {
 
 // newRuntime runs `sleep infinity` as the workers: it ends on SIGTERM at once (it is never
 // too early to stop it cleanly), and its exit status says which signal ended it.
-func newRuntime(t *testing.T, e *exits) *procrt.Runtime {
-	rt := procrt.New([]string{"sleep", "infinity"}, t.TempDir(), func(string, string) []string { return nil })
+func newRuntime(t *testing.T, e *exits, dataDir string) *procrt.Runtime {
+	rt := procrt.New([]string{"sleep", "infinity"}, dataDir, func(string, string) []string { return nil })
 	rt.Logger = slog.New(e)
 	t.Cleanup(func() { rt.Close() })
 	return rt
 }
 
 func TestContract(t *testing.T) {
+	// Workers are children that die with their orchestrator (Pdeathsig): a new runtime
+	// starts from none.
+	runContract(t, newRuntime, false)
+}
+
+// runContract runs the runtime contract on runtimes from newRuntime; reopened, a deployment's
+// runtime is another from newRuntime on the same DataDir, which lists the first one's workers
+// if adopts.
+func runContract(t *testing.T, newRuntime func(t *testing.T, e *exits, dataDir string) *procrt.Runtime, adopts bool) {
 	logs := map[orchestrator.Runtime]*exits{}
 	runtimetest.Run(t, func(t *testing.T) orchestrator.Runtime {
 		e := &exits{status: map[string]string{}}
-		rt := newRuntime(t, e)
+		rt := newRuntime(t, e, t.TempDir())
 		logs[rt] = e
 		return rt
 	}, runtimetest.Hooks{
@@ -84,11 +93,9 @@ func TestContract(t *testing.T) {
 			t.Logf("worker %s exited: %s", id, e.status[id])
 			return e.status[id] == "signal: terminated"
 		},
-		// Workers are children that die with their orchestrator (Pdeathsig): a new runtime
-		// starts from none.
 		Reopen: func(t *testing.T, rt orchestrator.Runtime) orchestrator.Runtime {
-			return newRuntime(t, logs[rt])
+			return newRuntime(t, logs[rt], rt.(*procrt.Runtime).DataDir)
 		},
-		Adopts: false,
+		Adopts: adopts,
 	})
 }

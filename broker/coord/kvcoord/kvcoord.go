@@ -192,6 +192,18 @@ func (k *KV) alive() error {
 	}
 }
 
+// HeldUntil is until when this session surely holds its leases: TTL*3/4 after the last
+// refresh that succeeded was sent (the server expires them TTL after it received it); zero
+// once the session is lost. The orchestrator's supervisor role counts on it.
+func (k *KV) HeldUntil() time.Time {
+	if k.alive() != nil {
+		return time.Time{}
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.lastOK.Add(k.TTL * 3 / 4)
+}
+
 // ErrNotJoined is returned by Update for a member this session did not join.
 var ErrNotJoined = errors.New("member not joined by this session")
 

@@ -10,13 +10,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rideshare/rideshare/cmd/rideshare/internal/cli"
 	"github.com/rideshare/rideshare/cmd/rideshare/system"
 	"github.com/rideshare/rideshare/cmd/rideshare/systemtest"
 )
 
 // TestMain lets the test binary stand in for the rideshare binary: the stacks that tests
-// start run their workers as child processes of this same executable.
-func TestMain(m *testing.M) { systemtest.Main(m) }
+// start run their workers, and a cluster's nodes, as child processes of this same executable.
+func TestMain(m *testing.M) {
+	systemtest.NodeMain = cli.Main
+	systemtest.Main(m)
+}
 
 // The tests' vocabulary, short names for systemtest's.
 type (

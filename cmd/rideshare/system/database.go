@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,7 @@ import (
 	"github.com/rideshare/rideshare/metrics"
 	"github.com/rideshare/rideshare/orchestrator"
 	"github.com/rideshare/rideshare/orchestrator/dockerrt"
+	"github.com/rideshare/rideshare/orchestrator/nodereg"
 	"github.com/rideshare/rideshare/orchestrator/procrt"
 	"github.com/rideshare/rideshare/worker/snapshot"
 )
@@ -45,17 +47,33 @@ func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logg
 		return err
 	}
 	s.OrchestratorURL = url
-	workersDir := filepath.Join(cfg.Data, "workers")
-	// Worker copies left by a previous run are stale; the sync log is the truth.
-	if err := os.RemoveAll(workersDir); err != nil {
-		return err
+	clustered := cfg.clustered()
+	cfg.SessionTimeout = cfg.sessionTimeout()
+	workersDir := cfg.WorkersDir
+	if workersDir == "" {
+		workersDir = filepath.Join(cfg.Data, "workers")
+	}
+	// Worker copies left by a previous run are stale; the sync log is the truth. In a
+	// cluster they belong to workers the other nodes supervise.
+	if !clustered {
+		if err := os.RemoveAll(workersDir); err != nil {
+			return err
+		}
 	}
 
 	natsToken := cfg.NATSToken
 	if natsToken == "" && cfg.NATS == "" {
-		if natsToken, err = natsq.LoadOrCreateToken(filepath.Join(cfg.Data, NATSTokenFile)); err != nil {
+		tokenFile := filepath.Join(cfg.Data, NATSTokenFile)
+		if _, err := os.Stat(tokenFile); cfg.Peers != "" && err != nil {
+			// Each node would make its own, and the routes would refuse each other.
+			return fmt.Errorf("--peers: every node of a cluster needs the same token: set $%s on each (or copy %s from one node)", NATSTokenEnv, tokenFile)
+		}
+		if natsToken, err = natsq.LoadOrCreateToken(tokenFile); err != nil {
 			return err
 		}
+	}
+	if cfg.Peers != "" && (cfg.NodeName == "" || cfg.ClusterListen == "") {
+		return fmt.Errorf("--peers: each node needs its own --name and a --cluster-listen address")
 	}
 	// Handed to the workers through their environment: a command line shows in ps.
 	tokenEnv := NATSTokenEnv + "=" + natsToken
@@ -84,11 +102,18 @@ func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logg
 			command = []string{exe, "worker"}
 		}
 		s.Runtime = procrt.New(command, workersDir, workerArgs)
+		// In a cluster, workers outlive the node that started them: another adopts them.
+		s.Runtime.Shared = clustered
 		s.Runtime.Env = append(append([]string(nil), cfg.WorkerEnv...), tokenEnv)
+		if clustered {
+			s.Runtime.Env = append(s.Runtime.Env, OutliveParentEnv+"=1")
+		}
 		s.Runtime.Logger = logger
 		rt, closeR = s.Runtime, s.Runtime.Close
 	case "docker":
 		drt = cfg.Docker.runtime(workerArgs)
+		// In a cluster, a node that stops leaves the workers to the others.
+		drt.KeepWorkers = drt.KeepWorkers || clustered
 		drt.Env = append(drt.Env, tokenEnv)
 		drt.Logger = logger
 		drt.LogOutput = os.Stderr // like child processes: the workers' logs with the orchestrator's
@@ -121,7 +146,11 @@ func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logg
 		if err != nil {
 			return err
 		}
-		s.NATS = &natsq.Server{StoreDir: filepath.Join(cfg.Data, backup.NATSDir), Host: host, Port: port, Token: natsToken, Sync: sync}
+		s.NATS = &natsq.Server{StoreDir: filepath.Join(cfg.Data, backup.NATSDir), Host: host, Port: port, Token: natsToken, Sync: sync,
+			Name: cfg.NodeName}
+		if cfg.Peers != "" {
+			s.NATS.Cluster = &natsq.Cluster{Listen: cfg.ClusterListen, Routes: splitList(cfg.Peers), Advertise: cfg.ClusterAdvertise}
+		}
 		if err := s.NATS.Open(); err != nil {
 			return err
 		}
@@ -133,19 +162,36 @@ func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logg
 		return err
 	}
 	s.onClose(func() error { nc.Close(); return nil })
-	log, err := synclog.Ensure(ctx, nc, replicas)
-	if err != nil {
+	// A cluster's JetStream answers once its servers have elected a meta leader, and takes
+	// a stream of three replicas once three servers are up: the nodes start in any order.
+	var (
+		log   *synclog.Log
+		snaps *snapshot.Store
+		nodes *nodereg.Registry
+		c     *coord.Renewing
+	)
+	err = untilJetStream(ctx, clustered, logger, func(ctx context.Context) (err error) {
+		if log, err = synclog.Ensure(ctx, nc, replicas); err != nil {
+			return err
+		}
+		if snaps, err = snapshot.OpenReplicas(ctx, nc, replicas); err != nil {
+			return err
+		}
+		if clustered {
+			if nodes, err = nodereg.Open(ctx, nc, replicas); err != nil {
+				return err
+			}
+			if err = ensureSupervision(ctx, cfg, nc, logger); err != nil {
+				return err
+			}
+		}
+		// The orchestrator's session is renewed when lost (a long ZooKeeper outage): it
+		// holds no lock or membership, and must go on watching once ZooKeeper is back.
+		c, err = coord.NewRenewing(ctx, func(ctx context.Context) (coord.Coordinator, error) {
+			return openCoordinator(ctx, cfg, nc, logger)
+		}, logger)
 		return err
-	}
-	snaps, err := snapshot.OpenReplicas(ctx, nc, replicas)
-	if err != nil {
-		return err
-	}
-	// The orchestrator's session is renewed when lost (a long ZooKeeper outage): it holds no
-	// lock or membership, and must go on supervising once ZooKeeper is back.
-	c, err := coord.NewRenewing(ctx, func(ctx context.Context) (coord.Coordinator, error) {
-		return openCoordinator(ctx, cfg, nc, logger)
-	}, logger)
+	})
 	if err != nil {
 		return err
 	}
@@ -169,7 +215,16 @@ func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logg
 	o.AdminToken, o.WriteTimeout, o.ReadTimeout = cfg.AdminToken, cfg.WriteTimeout, cfg.ReadTimeout
 	o.Snapshots = snaps // backups: streamed from what a slave stored there
 	if s.NATS != nil {
-		o.NATSServer = natsq.ServerName
+		o.NATSServer = s.NATS.ServerName()
+	}
+	if cfg.NodeName != "" {
+		o.Name = cfg.NodeName
+	}
+	if clustered {
+		o.SessionTimeout, o.NodeRegistry, o.ReadIndex = cfg.SessionTimeout, nodes, true
+		o.Supervision = func(ctx context.Context) (coord.Coordinator, error) {
+			return openSupervision(ctx, cfg, nc, logger)
+		}
 	}
 	if err := o.Open(ctx); err != nil {
 		return err
@@ -202,6 +257,116 @@ func WorkerArgs(cfg Config, id, dir, natsURL string) []string {
 	return args
 }
 
+// clustered reports whether this node is one of several: its embedded server has peers, or it
+// shares an existing JetStream cluster (--nats) that other nodes may use too. Either way the
+// nodes elect a supervisor and strong reads ask the log for its head.
+func (cfg Config) clustered() bool { return cfg.Peers != "" || cfg.NATS != "" }
+
+// ClusterSessionTimeout is the coordination session timeout of a clustered node when none is
+// given. It must outlast a JetStream leader election (4–9 s after a server stops answering):
+// while the coordination bucket has no leader no session can be renewed, and with the single
+// node's 3 s every worker would lose its session, and stop, whenever that bucket's leader dies.
+const ClusterSessionTimeout = 15 * time.Second
+
+// sessionTimeout is SessionTimeout, else 3 s alone and ClusterSessionTimeout in a cluster.
+func (cfg Config) sessionTimeout() time.Duration {
+	switch {
+	case cfg.SessionTimeout > 0:
+		return cfg.SessionTimeout
+	case cfg.clustered():
+		return ClusterSessionTimeout
+	}
+	return 3 * time.Second
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// clusterSize is how many embedded servers the cluster has: the peers' routes and this
+// node's own (listed or not).
+func (cfg Config) clusterSize() int {
+	n := 1
+	for _, r := range splitList(cfg.Peers) {
+		if r != cfg.ClusterListen && r != cfg.ClusterAdvertise {
+			n++
+		}
+	}
+	return n
+}
+
+// untilJetStream runs f until it succeeds, each try bounded, while a cluster forms (at most two
+// minutes); alone, f runs once.
+func untilJetStream(ctx context.Context, clustered bool, logger *slog.Logger, f func(context.Context) error) error {
+	if !clustered {
+		return f(ctx)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f(tctx)
+		cancel()
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		logger.Info("waiting for the JetStream cluster", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// openSupervision opens a session in which the nodes contend for the supervisor role: a lock
+// of its own beside the workers' (ZooKeeper: under <root>/supervisor; embedded: its own bucket).
+func openSupervision(ctx context.Context, cfg Config, nc *nats.Conn, logger *slog.Logger) (coord.Coordinator, error) {
+	if cfg.ZK != "" {
+		z := zkcoord.New(strings.Split(cfg.ZK, ","), strings.TrimRight(cfg.ZKRoot, "/")+"/supervisor")
+		z.SessionTimeout, z.Logger = cfg.SessionTimeout, logger
+		if err := z.Open(ctx); err != nil {
+			return nil, fmt.Errorf("zookeeper %s: %w", cfg.ZK, err)
+		}
+		return z, nil
+	}
+	k := supervisionKV(cfg, nc, logger)
+	k.Bind = true // ensureSupervision made the buckets
+	if err := k.Open(ctx); err != nil {
+		return nil, fmt.Errorf("embedded coordinator: %w", err)
+	}
+	return k, nil
+}
+
+func supervisionKV(cfg Config, nc *nats.Conn, logger *slog.Logger) *kvcoord.KV {
+	k := kvcoord.New(nc)
+	k.Bucket, k.TTL, k.Replicas, k.Logger = SupervisorBucket, cfg.SessionTimeout, cfg.natsReplicas(), logger
+	return k
+}
+
+// ensureSupervision creates the embedded coordinator's buckets of the supervisor role, once
+// at the node's start: the sessions of the election only bind to them (a stream update for
+// every new session, from three nodes at once, timed out).
+func ensureSupervision(ctx context.Context, cfg Config, nc *nats.Conn, logger *slog.Logger) error {
+	if cfg.ZK != "" {
+		return nil
+	}
+	k := supervisionKV(cfg, nc, logger)
+	if err := k.Open(ctx); err != nil {
+		return fmt.Errorf("supervisor buckets: %w", err)
+	}
+	return k.Close()
+}
+
+// SupervisorBucket is the embedded coordinator's bucket of the supervisor role.
+const SupervisorBucket = "rideshare_supervisor"
+
 // natsReplicas is how many copies JetStream keeps of the sync log, the coordination buckets
 // and the snapshots: NATSReplicas if set, else 3 on an existing cluster of three or more
 // servers (a majority of three must store an append before it is acknowledged), else 1 (the
@@ -212,6 +377,8 @@ func (cfg Config) natsReplicas() int {
 		return cfg.NATSReplicas
 	case cfg.NATS != "" && len(strings.Split(cfg.NATS, ",")) >= 3:
 		return 3
+	case cfg.Peers != "" && cfg.clusterSize() >= 3:
+		return 3
 	}
 	return 1
 }
@@ -219,6 +386,9 @@ func (cfg Config) natsReplicas() int {
 // ConnectNATS connects a client to the deployment's NATS: the embedded server in process, or
 // the existing cluster of --nats, with the deployment's token.
 func (s *System) ConnectNATS(name string, logger *slog.Logger) (*nats.Conn, error) {
+	if s.Nodes != nil {
+		return natsq.Connect(s.Nodes.NATSURLs(), name, nil, logger, nats.Token(s.Nodes.Token))
+	}
 	if s.NATS != nil {
 		return s.NATS.Connect(name, logger)
 	}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/rideshare/rideshare/broker/natsq"
@@ -62,6 +63,25 @@ type Config struct {
 	// more servers, else 1).
 	NATS         string
 	NATSReplicas int
+	// NodeName names this orchestrator node, unique in its cluster (JetStream names the log's
+	// leader by it); empty: the host name.
+	NodeName string
+	// ClusterListen is where this node's embedded NATS server takes routes from its peers'
+	// servers, and Peers lists their route addresses (host:port,…; this node's own may be
+	// listed): set, the nodes' servers form one JetStream cluster and the nodes elect one
+	// supervisor. Routes present the deployment's token, which every node must share.
+	ClusterListen, Peers string
+	// ClusterAdvertise is the route address the peers are told for this node (behind NAT).
+	ClusterAdvertise string
+	// WorkersDir holds the workers' databases; empty: <Data>/workers. Several nodes on one
+	// machine share one (a node adopts the workers another started).
+	WorkersDir string
+	// Orchestrators is how many orchestrator nodes Open runs: 1 (or 0), in this process; 3 or
+	// more, each its own process (StartNodes) at the addresses OrchestratorAddr lists (one
+	// address: that port and the next ones).
+	Orchestrators int
+	// NodeCommand runs a node when Orchestrators > 1; nil: this executable's "orchestrator".
+	NodeCommand NodeCommand
 	// bindCoordinator: the coordination buckets exist already (a worker's session).
 	bindCoordinator bool
 	// NATSSync is JetStream's fsync policy (natsq.ParseSync): "always" (every write on disk
@@ -92,6 +112,9 @@ type System struct {
 	Runtime *procrt.Runtime
 	Docker  *dockerrt.Runtime
 	NATS    *natsq.Server
+	// Nodes are the orchestrator node processes when there are several (Orchestrator, Runtime
+	// and NATS are nil then, and OrchestratorURL lists the nodes' URLs).
+	Nodes *Nodes
 
 	natsURL, natsToken string // for ConnectNATS with --nats
 
@@ -132,7 +155,17 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (_ *System, err 
 	if lr, s.RidesURL, err = s.listen(cfg.RidesAddr); err != nil {
 		return nil, err
 	}
-	if err := s.openDatabase(ctx, cfg, logger); err != nil {
+	if cfg.Orchestrators > 1 {
+		addrs, err := nodeAddrs(cfg.OrchestratorAddr, cfg.Orchestrators)
+		if err != nil {
+			return nil, err
+		}
+		if s.Nodes, err = StartNodes(ctx, cfg, addrs, cfg.NodeCommand, logger); err != nil {
+			return nil, err
+		}
+		s.onClose(s.Nodes.Close)
+		s.OrchestratorURL = s.Nodes.URLs()
+	} else if err := s.openDatabase(ctx, cfg, logger); err != nil {
 		return nil, err
 	}
 
@@ -146,12 +179,42 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (_ *System, err 
 		Logger: logger.With("component", "gateway"), Registry: metrics.NewRegistry()}
 	s.serve(lg, gw.Handler(), logger)
 
-	wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
-	if err := s.Orchestrator.WaitReady(wctx); err != nil {
-		return nil, err
+	if s.Orchestrator != nil { // the nodes are ready already
+		wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		defer cancel()
+		if err := s.Orchestrator.WaitReady(wctx); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
+}
+
+// nodeAddrs is the API addresses of n nodes: addr's list, or, for one address, its port and
+// the n-1 after it.
+func nodeAddrs(addr string, n int) ([]string, error) {
+	list := splitList(addr)
+	if len(list) == n {
+		return list, nil
+	}
+	if len(list) != 1 {
+		return nil, fmt.Errorf("--orchestrator lists %d addresses for %d orchestrators", len(list), n)
+	}
+	host, p, err := net.SplitHostPort(list[0])
+	if err != nil {
+		return nil, fmt.Errorf("--orchestrator %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err == nil && port == 0 {
+		return freeAddrs(host, n) // each node on a port of its own, as the tests want
+	}
+	if err != nil || port < 0 || port+n-1 > 65535 {
+		return nil, fmt.Errorf("--orchestrator %q: with %d orchestrators give a port, or one address for each", addr, n)
+	}
+	var out []string
+	for i := range n {
+		out = append(out, net.JoinHostPort(host, strconv.Itoa(port+i)))
+	}
+	return out, nil
 }
 
 // OpenDatabase starts the database side alone (`rideshare orchestrator`) and serves its API

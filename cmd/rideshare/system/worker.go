@@ -25,6 +25,10 @@ import (
 // chaos tests set it, to show their checker catches them.
 const FailpointsEnv = "RIDESHARE_FAILPOINTS"
 
+// OutliveParentEnv, set, tells a worker to outlive the node that started it: one of several
+// orchestrator nodes on a machine, any of which supervises it.
+const OutliveParentEnv = "RIDESHARE_WORKER_OUTLIVES_NODE"
+
 // NATSTokenEnv holds the token of the orchestrator's NATS server: set by the orchestrator for
 // its workers, or by an operator who gives the deployment its own (rideshare up/orchestrator).
 // It is read from the environment only: a flag would show it to anyone running ps.
@@ -72,7 +76,9 @@ func WorkerMain(ctx context.Context, args []string) error {
 		return err
 	}
 	c.NATSToken = os.Getenv(NATSTokenEnv)
-	exitWithParent(ctx)
+	if os.Getenv(OutliveParentEnv) == "" {
+		exitWithParent(ctx)
+	}
 	return RunWorker(ctx, c, logger)
 }
 

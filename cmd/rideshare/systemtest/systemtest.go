@@ -27,6 +27,16 @@ const execEnv = "RIDESHARE_EXEC_MAIN"
 // Main is a test package's TestMain: it runs the tests, or, in a worker that Start's stack
 // started from this binary, the worker.
 func Main(m *testing.M) {
+	if os.Getenv(execEnv) == "1" && len(os.Args) > 1 && os.Args[1] == "orchestrator" {
+		// A node of Orchestrators' cluster, as `rideshare orchestrator`. The command line
+		// lives above this package (cli imports the packages that test through it), so a
+		// test package that runs clusters hands it in as NodeMain.
+		if NodeMain == nil {
+			os.Stderr.WriteString("systemtest: this test binary has no NodeMain\n")
+			os.Exit(2)
+		}
+		os.Exit(NodeMain(os.Args[1:]))
+	}
 	if IsWorker() {
 		// As `rideshare worker`: SIGTERM (the runtime's clean stop) ends the context.
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -47,11 +57,26 @@ func IsWorker() bool {
 	return os.Getenv(execEnv) == "1" && len(os.Args) > 1 && os.Args[1] == "worker"
 }
 
+// NodeMain runs `rideshare <args>` in a node process of Orchestrators; a test package that
+// uses Orchestrators sets it (to cli.Main) before calling Main.
+var NodeMain func(args []string) int
+
 // Option changes the configuration Start uses.
 type Option func(*system.Config)
 
 // Slaves sets how many slaves start beside the master.
 func Slaves(n int) Option { return func(c *system.Config) { c.Slaves = n } }
+
+// Orchestrators runs n orchestrator nodes, each a process of this test binary acting as
+// `rideshare orchestrator` (system.StartNodes).
+func Orchestrators(n int) Option {
+	return func(c *system.Config) {
+		c.Orchestrators, c.NodeCommand = n, system.NodeCommand{os.Args[0], "orchestrator"}
+		// A cluster's default (system.ClusterSessionTimeout): the stack's 3 s is shorter
+		// than a JetStream leader election.
+		c.SessionTimeout = 0
+	}
+}
 
 // ScaleInterval sets the scaler's interval (Start's default: an hour, so it never runs).
 func ScaleInterval(d time.Duration) Option { return func(c *system.Config) { c.ScaleInterval = d } }

@@ -20,10 +20,13 @@ func serveUntilDone(ctx context.Context, addr string, h http.Handler, logger *sl
 	return system.Serve(ctx, addr, h, httpsvc.Limits{}, logger)
 }
 
+// orchestratorsHelp is the help of the users' and rides' --orchestrator flag.
+const orchestratorsHelp = "the orchestrator's base URL, or a comma-separated list of the orchestrator nodes' base URLs, tried in turn on refused connections and 503s"
+
 func cmdUsers(ctx context.Context, args []string) error {
 	fs := newFlags("users", "The users API (SPEC §4), backed by the orchestrator's database API.")
 	listenAddr := fs.String("listen", "127.0.0.1:8081", "listen address")
-	orch := fs.String("orchestrator", "http://127.0.0.1:8083", "the orchestrator's base URL")
+	orch := fs.String("orchestrator", "http://127.0.0.1:8083", orchestratorsHelp)
 	token := fs.String("admin-token", "", "bearer token for the orchestrator, if it requires one")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
@@ -40,7 +43,7 @@ func cmdUsers(ctx context.Context, args []string) error {
 func cmdRides(ctx context.Context, args []string) error {
 	fs := newFlags("rides", "The rides API (SPEC §5), backed by the orchestrator's database API; users are checked through the load balancer.")
 	listenAddr := fs.String("listen", "127.0.0.1:8082", "listen address")
-	orch := fs.String("orchestrator", "http://127.0.0.1:8083", "the orchestrator's base URL")
+	orch := fs.String("orchestrator", "http://127.0.0.1:8083", orchestratorsHelp)
 	usersURL := fs.String("users-url", "http://127.0.0.1:8080", "where users are checked: the load balancer's base URL")
 	origin := fs.String("origin", "http://127.0.0.1:8082", "this service's public address, sent as the Origin header of user checks")
 	tz := fs.String("timezone", "UTC", "time zone ride timestamps are read in (IANA name)")

@@ -28,7 +28,7 @@ func databaseFlags(fs *flag.FlagSet, c *system.Config) (finish func()) {
 	fs.StringVar(&c.AMQP, "amqp", "", "RabbitMQ URL for the four queues (e.g. amqp://guest:guest@127.0.0.1:5672/); empty: embedded NATS")
 	fs.StringVar(&c.ZK, "zk", "", "ZooKeeper servers host:port,…; empty: the embedded coordinator")
 	fs.StringVar(&c.ZKRoot, "zk-root", "/rideshare", "ZooKeeper root path")
-	fs.DurationVar(&c.SessionTimeout, "session-timeout", 3*time.Second, "coordination session timeout (how fast a dead worker is noticed)")
+	fs.DurationVar(&c.SessionTimeout, "session-timeout", 0, "coordination session timeout (how fast a dead worker is noticed); 0: 3s, or 15s in a cluster (--peers, --nats, --orchestrators):\nlonger than a JetStream leader election, so that a node's loss does not end every worker's session")
 	fs.StringVar(&c.Runtime, "runtime", "process", "worker runtime: process (child processes) or docker (containers of the rideshare image)")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "if set, required as 'Authorization: Bearer <token>' on the database, crash and backup APIs")
 	fs.StringVar(&c.NATS, "nats", "", "an existing JetStream cluster to use instead of the embedded server: nats://host:port,… (its own settings apply;\nthe token, if it takes one, from $RIDESHARE_NATS_TOKEN)")
@@ -62,7 +62,8 @@ func upFlags(cfg *system.Config) (*flag.FlagSet, func()) {
 	fs.StringVar(&cfg.GatewayAddr, "gateway", "127.0.0.1:8080", "gateway (load balancer) listen address")
 	fs.StringVar(&cfg.UsersAddr, "users", "127.0.0.1:8081", "users service listen address")
 	fs.StringVar(&cfg.RidesAddr, "rides", "127.0.0.1:8082", "rides service listen address")
-	fs.StringVar(&cfg.OrchestratorAddr, "orchestrator", "127.0.0.1:8083", "orchestrator (DBaaS API) listen address")
+	fs.StringVar(&cfg.OrchestratorAddr, "orchestrator", "127.0.0.1:8083", "orchestrator (DBaaS API) listen address; with --orchestrators N, N addresses comma-separated, or one: its port and the next ones")
+	fs.IntVar(&cfg.Orchestrators, "orchestrators", 1, "orchestrator nodes: 1 runs in this process; 3 or more run as separate processes (`rideshare orchestrator`), their NATS\nservers one JetStream cluster keeping the sync log on 3 of them, one node supervising: the loss of any one node\nloses no acknowledged write and kills no worker. Each keeps its files in <data>/nodeN, the workers theirs in <data>/workers")
 	return fs, databaseFlags(fs, cfg)
 }
 
@@ -81,8 +82,9 @@ func cmdUp(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("rideshare is up: %s (users %s, rides %s, orchestrator %s, console %s/, data %s)\n",
-		s.GatewayURL, s.UsersURL, s.RidesURL, s.OrchestratorURL, s.OrchestratorURL, cfg.Data)
+	console := strings.Split(s.OrchestratorURL, ",")[0] + "/"
+	fmt.Printf("rideshare is up: %s (users %s, rides %s, orchestrator %s, console %s, data %s)\n",
+		s.GatewayURL, s.UsersURL, s.RidesURL, s.OrchestratorURL, console, cfg.Data)
 	<-ctx.Done()
 	logger.Info("shutting down")
 	return s.Close()
@@ -92,6 +94,11 @@ func cmdUp(ctx context.Context, args []string) error {
 func orchestratorFlags(cfg *system.Config) (*flag.FlagSet, func()) {
 	fs := newFlags("orchestrator", "The database as a service alone: the database API (db/read, db/write, crash, workers), an embedded NATS\nJetStream with the sync log (and the queues unless --amqp), the coordinator (embedded unless --zk), and\n1 master + --slaves slave workers (child processes, or containers with --runtime docker). The users and\nrides services reach it at --listen. SIGINT/SIGTERM stop it.\nEvery NATS client presents a token: $RIDESHARE_NATS_TOKEN (environment only: ps shows flags), else the one\nmade on the first start and kept in <data>/nats-token; the workers get it in their environment.")
 	fs.StringVar(&cfg.OrchestratorAddr, "listen", "127.0.0.1:8083", "listen address of the database API")
+	fs.StringVar(&cfg.NodeName, "name", "", "this node's name, unique in its cluster (the cluster view and JetStream name nodes by it); empty: the host name")
+	fs.StringVar(&cfg.ClusterListen, "cluster-listen", "", "host:port this node's embedded NATS server takes its peers' routes on (with --peers)")
+	fs.StringVar(&cfg.Peers, "peers", "", "the other nodes' --cluster-listen addresses, host:port,… (this node's own may be listed): the nodes' NATS servers\nform one JetStream cluster keeping the sync log on 3 of them, and the nodes elect one supervisor. Every node\nneeds the same $RIDESHARE_NATS_TOKEN (routes present it too)")
+	fs.StringVar(&cfg.ClusterAdvertise, "cluster-advertise", "", "route address the peers are told for this node, if not --cluster-listen (behind NAT)")
+	fs.StringVar(&cfg.WorkersDir, "workers-dir", "", "directory of the workers' databases; empty: <data>/workers (nodes on one machine share one, to adopt each other's workers)")
 	return fs, databaseFlags(fs, cfg)
 }
 
