@@ -177,16 +177,12 @@ func batchBytes(nc *nats.Conn) int {
 // deleting it.
 const ConsumerIdle = 30 * time.Second
 
-// deleteConsumer removes the server's consumer behind an ordered consumer once read.
-func (l *Log) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
-	info := cons.CachedInfo()
-	if info == nil {
-		return // never fetched: the server has none
-	}
+// deleteConsumer removes a finished read's consumer from the server.
+func (l *Log) deleteConsumer(ctx context.Context, name string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	// Best effort: the inactivity threshold removes it anyway.
-	_ = l.stream.DeleteConsumer(ctx, info.Name)
+	_ = l.stream.DeleteConsumer(ctx, name)
 }
 
 // Read delivers the entries from seq from through to, in order, in batches of at most batch
@@ -198,10 +194,18 @@ func (l *Log) Read(ctx context.Context, from, to uint64, batch int, fn func([]Ms
 	if from > to {
 		return nil
 	}
-	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	// One plain pull consumer for the whole read, not an ordered one: an ordered consumer
+	// replaces its server-side consumer on every Fetch and deletes the old one in the
+	// background, so a read of many batches created as many consumers and could return with
+	// one still on the server (TestReadLeavesNoConsumer, seen in CI). Nothing is acknowledged
+	// (AckNone) and the consumer lives in memory on one replica: it is a cursor, not state.
+	cons, err := l.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		FilterSubjects: []string{Subject},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    from,
+		AckPolicy:      jetstream.AckNonePolicy,
+		MemoryStorage:  true,
+		Replicas:       1,
 		// A reader that dies leaves its consumer behind: the server drops it after this long.
 		InactiveThreshold: ConsumerIdle,
 	})
@@ -209,9 +213,14 @@ func (l *Log) Read(ctx context.Context, from, to uint64, batch int, fn func([]Ms
 		return fmt.Errorf("read sync log from %d: %w", from, err)
 	}
 	// Every slave reads the log at least once a second: left to the inactivity threshold
-	// (5 minutes by default), their consumers pile up into the thousands until the server
-	// refuses new ones ("maximum consumers limit reached", seen in a 30-minute soak).
-	defer l.deleteConsumer(ctx, cons)
+	// their consumers would pile up into the thousands until the server refuses new ones
+	// ("maximum consumers limit reached", seen in a 30-minute soak). Deleted before Read
+	// returns, not in the background.
+	defer l.deleteConsumer(ctx, cons.CachedInfo().Name)
+	// Deliveries are numbered by the consumer: a gap means one was dropped on the way (a slow
+	// client's buffer overflowing), and with nothing acknowledged the server would not send it
+	// again, so the read fails and the caller reads again from where it stopped.
+	var delivered uint64
 	next := from
 	// How many entries to ask for next: as many as fit in MaxBatchBytes at the size of the
 	// entries read so far, so that neither thousands of large group entries nor a round trip
@@ -234,6 +243,10 @@ func (l *Log) Read(ctx context.Context, from, to uint64, batch int, fn func([]Ms
 			if err != nil {
 				return fmt.Errorf("read sync log at %d: %w", next, err)
 			}
+			if md.Sequence.Consumer != delivered+1 {
+				return fmt.Errorf("read sync log at %d: delivery %d lost", next, delivered+1)
+			}
+			delivered = md.Sequence.Consumer
 			if md.Sequence.Stream > to {
 				break
 			}
