@@ -52,7 +52,7 @@ func TestNodeAddrs(t *testing.T) {
 }
 
 // Too few nodes, or nodes with the Docker runtime (their NATS servers on loopback), are
-// refused before anything starts, with the reason.
+// refused before anything starts, with the reason, as are places not one for each node.
 func TestStartNodesRefuses(t *testing.T) {
 	addrs := []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}
 	if _, err := StartNodes(t.Context(), Config{}, addrs[:2], nil, nil); err == nil || !strings.Contains(err.Error(), "at least 3") {
@@ -60,5 +60,8 @@ func TestStartNodesRefuses(t *testing.T) {
 	}
 	if _, err := StartNodes(t.Context(), Config{Runtime: "docker"}, addrs, nil, nil); err == nil || !strings.Contains(err.Error(), "deploy/cluster") {
 		t.Errorf("docker runtime: %v", err)
+	}
+	if _, err := StartNodes(t.Context(), Config{NodePlaces: []NodePlace{{Host: "10.0.0.1"}}}, addrs, nil, nil); err == nil || !strings.Contains(err.Error(), "1 node places for 3 nodes") {
+		t.Errorf("places: %v", err)
 	}
 }

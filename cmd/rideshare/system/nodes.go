@@ -45,6 +45,7 @@ type Node struct {
 	// Data is the node's own data directory (its NATS server's files).
 	Data string
 	args []string
+	wrap []string // runs the command (NodePlace.Wrap)
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -53,6 +54,20 @@ type Node struct {
 
 // NodeCommand runs a node; nil: this executable's "orchestrator" subcommand.
 type NodeCommand []string
+
+// NodePlace is where one node runs when each has a network of its own: its API, NATS and
+// route addresses are on Host (at fixed ports, nothing else listens there), and its command
+// runs under Wrap (for example "ip netns exec NAME"), its workers with it.
+type NodePlace struct {
+	Host string
+	Wrap []string
+}
+
+// Ports of a node that has a place of its own.
+const (
+	placeNATSPort  = "4222"
+	placeRoutePort = "6222"
+)
 
 // StartNodes starts one node per address of apiAddrs (host:port of each one's database API)
 // and returns once one of them is ready (a master and the wanted slaves are up).
@@ -64,6 +79,9 @@ func StartNodes(ctx context.Context, cfg Config, apiAddrs []string, command Node
 		// The nodes' NATS servers listen on loopback here, which worker containers cannot
 		// reach: the containers' shape is deploy/cluster.
 		return nil, fmt.Errorf("--orchestrators %d runs the workers as processes; for workers in containers run deploy/cluster/docker-compose.yml (deploy/README.md)", len(apiAddrs))
+	}
+	if places := cfg.NodePlaces; places != nil && len(places) != len(apiAddrs) {
+		return nil, fmt.Errorf("%d node places for %d nodes", len(places), len(apiAddrs))
 	}
 	if command == nil {
 		exe, err := os.Executable()
@@ -78,13 +96,19 @@ func StartNodes(ctx context.Context, cfg Config, apiAddrs []string, command Node
 			return nil, err
 		}
 	}
-	routes, err := freeLoopback(len(apiAddrs))
-	if err != nil {
-		return nil, err
-	}
-	clients, err := freeLoopback(len(apiAddrs))
-	if err != nil {
-		return nil, err
+	var routes, clients []string
+	if places := cfg.NodePlaces; places != nil {
+		for _, p := range places {
+			routes = append(routes, net.JoinHostPort(p.Host, placeRoutePort))
+			clients = append(clients, net.JoinHostPort(p.Host, placeNATSPort))
+		}
+	} else {
+		if routes, err = freeLoopback(len(apiAddrs)); err != nil {
+			return nil, err
+		}
+		if clients, err = freeLoopback(len(apiAddrs)); err != nil {
+			return nil, err
+		}
 	}
 	n := &Nodes{Token: token, cfg: cfg, command: command, logger: logger,
 		// Secrets through the environment: ps shows command lines.
@@ -110,6 +134,9 @@ func StartNodes(ctx context.Context, cfg Config, apiAddrs []string, command Node
 			NATSURL: "nats://" + clients[i]}
 		node.args = append([]string{"--name", node.Name, "--listen", addr, "--data", node.Data, "--nats-listen", clients[i],
 			"--cluster-listen", routes[i], "--peers", strings.Join(routes, ","), "--workers-dir", workers}, NodeArgs(cfg)...)
+		if cfg.NodePlaces != nil {
+			node.wrap = cfg.NodePlaces[i].Wrap
+		}
 		n.Nodes = append(n.Nodes, node)
 		if err := n.Start(node); err != nil {
 			return nil, err
@@ -146,7 +173,8 @@ func (n *Nodes) WorkersDir() string { return filepath.Join(n.cfg.Data, "workers"
 func (n *Nodes) Start(node *Node) error {
 	node.mu.Lock()
 	defer node.mu.Unlock()
-	cmd := exec.Command(n.command[0], append(append([]string{}, n.command[1:]...), node.args...)...)
+	argv := append(append(append([]string{}, node.wrap...), n.command...), node.args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), n.env...)
 	// The nodes' logs with this process's, on its own stderr (not a pipe: a node must not
 	// depend on this process to write its log).

@@ -82,6 +82,9 @@ type Config struct {
 	Orchestrators int
 	// NodeCommand runs a node when Orchestrators > 1; nil: this executable's "orchestrator".
 	NodeCommand NodeCommand
+	// NodePlaces, if set, puts each node in a network of its own (a test's network
+	// namespaces): node i listens on NodePlaces[i].Host and runs under its Wrap.
+	NodePlaces []NodePlace
 	// bindCoordinator: the coordination buckets exist already (a worker's session).
 	bindCoordinator bool
 	// NATSSync is JetStream's fsync policy (natsq.ParseSync): "always" (every write on disk
