@@ -5,7 +5,9 @@
 package synclog
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -101,22 +103,77 @@ func streamConfig(firstSeq uint64) jetstream.StreamConfig {
 		Discard:   jetstream.DiscardOld,
 		Replicas:  1,
 		FirstSeq:  firstSeq,
+		// Append's repeats (each message id names its place and content) come within one
+		// master's group timeout of the first attempt; the server keeps every id of the
+		// window in memory, so it is short.
+		Duplicates: 30 * time.Second,
 	}
 }
 
 // Append stores data as the entry right after expectLast and returns its sequence. It returns
 // ErrFenced if the log's last sequence is not expectLast.
 func (l *Log) Append(ctx context.Context, expectLast uint64, data []byte) (uint64, error) {
-	ack, err := l.js.Publish(ctx, Subject, data, jetstream.WithExpectLastSequence(expectLast))
-	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-			return 0, fmt.Errorf("%w (expected last %d)", ErrFenced, expectLast)
+	// One attempt is bounded, and an append whose outcome is unknown is sent again, with the
+	// same message id, until ctx ends. In a cluster the stream's leader may die with an append
+	// in flight: that attempt would otherwise wait out the whole of ctx (10 s for a master's
+	// group) although the next leader is elected 4 to 9 s after the death. The id makes the
+	// repeat of an append that was stored answer with the stored entry's sequence (JetStream
+	// checks duplicates before the expected last sequence in a cluster). A repeat refused with
+	// the wrong last sequence (a single server checks that first; in a cluster, a repeat that
+	// meets the first attempt still being stored) is confirmed by reading the entry back: the
+	// log holding this very entry at its place is the append's success.
+	id := entryID(expectLast, data)
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, AppendAttempt)
+		ack, err := l.js.Publish(actx, Subject, data, jetstream.WithExpectLastSequence(expectLast),
+			jetstream.WithMsgID(id), jetstream.WithRetryAttempts(0))
+		cancel()
+		if err == nil {
+			return ack.Sequence, nil
 		}
-		return 0, fmt.Errorf("append to sync log: %w", err)
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) {
+			if apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+				apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant {
+				if l.holds(ctx, expectLast+1, data) {
+					return expectLast + 1, nil
+				}
+				return 0, fmt.Errorf("%w (expected last %d)", ErrFenced, expectLast)
+			}
+			return 0, fmt.Errorf("append to sync log: %w", err)
+		}
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("append to sync log (%d attempts): %w", attempt, err)
+		}
+		// No leader (no responders), a timeout or a lost connection: try again shortly.
+		t := time.NewTimer(appendRetryWait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, fmt.Errorf("append to sync log (%d attempts): %w", attempt, err)
+		case <-t.C:
+		}
 	}
-	return ack.Sequence, nil
+}
+
+// AppendAttempt bounds one attempt of Append: far above an append's usual milliseconds, and
+// short against a leader election.
+const AppendAttempt = time.Second
+
+// appendRetryWait is the pause between two attempts of Append.
+const appendRetryWait = 100 * time.Millisecond
+
+// entryID names an append for JetStream's duplicate check: its place and its content, so
+// that only a repeat of the same append is taken for one.
+func entryID(expectLast uint64, data []byte) string {
+	sum := sha256.Sum256(data)
+	return fmt.Sprintf("%d-%x", expectLast+1, sum[:12])
+}
+
+// holds reports whether entry seq of the log is data.
+func (l *Log) holds(ctx context.Context, seq uint64, data []byte) bool {
+	m, err := l.stream.GetMsg(ctx, seq)
+	return err == nil && bytes.Equal(m.Data, data)
 }
 
 // Last is the sequence of the newest entry (0 when empty).
