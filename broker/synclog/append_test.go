@@ -39,10 +39,7 @@ func TestAppendRepeatedIsStoredOnce(t *testing.T) {
 // is tried again until its context ends, and is stored once the server is back.
 func TestAppendWaitsForTheServer(t *testing.T) {
 	dir := t.TempDir()
-	srv := &natsq.Server{StoreDir: dir, Port: -1}
-	if err := srv.Open(); err != nil {
-		t.Fatal(err)
-	}
+	srv := serve(t, dir, -1)
 	u, err := url.Parse(srv.ClientURL())
 	if err != nil {
 		t.Fatal(err)
@@ -75,11 +72,7 @@ func TestAppendWaitsForTheServer(t *testing.T) {
 	// The fault's length, not a wait for an event: the server stays away for longer than one
 	// attempt, so the append must be tried again to succeed.
 	time.Sleep(synclog.AppendAttempt + 500*time.Millisecond)
-	srv = &natsq.Server{StoreDir: dir, Port: port}
-	if err := srv.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	serve(t, dir, port)
 	if err := <-done; err != nil {
 		t.Fatalf("append while the server was away: %v", err)
 	}

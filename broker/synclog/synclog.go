@@ -142,9 +142,6 @@ func (l *Log) Append(ctx context.Context, expectLast uint64, data []byte) (uint6
 			}
 			return 0, fmt.Errorf("append to sync log: %w", err)
 		}
-		if ctx.Err() != nil {
-			return 0, fmt.Errorf("append to sync log (%d attempts): %w", attempt, err)
-		}
 		// No leader (no responders), a timeout or a lost connection: try again shortly.
 		t := time.NewTimer(appendRetryWait)
 		select {

@@ -12,11 +12,7 @@ import (
 
 func openLog(t *testing.T) *synclog.Log {
 	t.Helper()
-	srv := &natsq.Server{StoreDir: t.TempDir(), Port: -1}
-	if err := srv.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := serve(t, t.TempDir(), -1)
 	nc, err := natsq.Connect(srv.ClientURL(), "test", nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -27,6 +23,17 @@ func openLog(t *testing.T) *synclog.Log {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// serve runs an embedded server on dir and port (-1: any) until the test ends.
+func serve(t *testing.T, dir string, port int) *natsq.Server {
+	t.Helper()
+	srv := &natsq.Server{StoreDir: dir, Port: port}
+	if err := srv.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
 }
 
 // Read delivers every entry once, in order, and keeps a batch near MaxBatchBytes whatever the

@@ -53,24 +53,24 @@ func clusterGet(tb testing.TB, st *stack, path string, into any) {
 func tryClusterGet(st *stack, path string, into any) error {
 	var last error
 	for _, n := range st.Nodes.Nodes {
-		resp, err := clusterHTTP.Get(n.URL + path)
-		if err != nil {
-			last = err
-			continue
-		}
-		err = func() error {
-			defer resp.Body.Close()
-			if resp.StatusCode != 200 {
-				return fmt.Errorf("%s%s: status %d", n.URL, path, resp.StatusCode)
-			}
-			return json.NewDecoder(resp.Body).Decode(into)
-		}()
-		if err == nil {
+		if last = getFrom(n, path, into); last == nil {
 			return nil
 		}
-		last = err
 	}
 	return fmt.Errorf("no node answered %s: %v", path, last)
+}
+
+// getFrom GETs path from node and decodes a 200 answer into into.
+func getFrom(node *system.Node, path string, into any) error {
+	resp, err := clusterHTTP.Get(node.URL + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s%s: status %d", node.URL, path, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(into)
 }
 
 // clusterWorkers is the workers view of a node that answers.

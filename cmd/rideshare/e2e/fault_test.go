@@ -86,7 +86,7 @@ func startWriteLoad(t *testing.T, st *stack, writers int) *writeLoad {
 				default:
 				}
 				ts := l.next.Add(1)
-				op := rideshare.Write{Table: "rides", Insert: map[string]any{"created_by": "load", "timestamp": "01-01-2031:00-00-00", "ts": ts, "source": 1, "destination": 2}}
+				op := loadRide(ts)
 				var ok bool
 				if db != nil {
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -112,6 +112,11 @@ func startWriteLoad(t *testing.T, st *stack, writers int) *writeLoad {
 		}()
 	}
 	return l
+}
+
+// loadRide is the load's write of the ride with the given ts, by the user "load".
+func loadRide(ts int64) rideshare.Write {
+	return rideshare.Write{Table: "rides", Insert: map[string]any{"created_by": "load", "timestamp": "01-01-2031:00-00-00", "ts": ts, "source": 1, "destination": 2}}
 }
 
 func (l *writeLoad) ackedCount() int {

@@ -82,7 +82,6 @@ func (nn *netnet) host(i int) string { return fmt.Sprintf("%s%d", nn.subnet, i+1
 func (nn *netnet) option() stackOpt {
 	return func(c *system.Config) {
 		var addrs []string
-		c.NodePlaces = nil
 		for i, ns := range nn.nodes {
 			c.NodePlaces = append(c.NodePlaces, system.NodePlace{Host: nn.host(i), Wrap: []string{"ip", "netns", "exec", ns}})
 			addrs = append(addrs, nn.host(i)+":8080")

@@ -99,8 +99,7 @@ func writesTo(t *testing.T, node *system.Node, ts0 int64, n int) func() []writeS
 	var wg sync.WaitGroup
 	for k := range n {
 		wg.Go(func() {
-			b, _ := json.Marshal(map[string]any{"table": "rides", "insert": map[string]any{"created_by": "load",
-				"timestamp": "01-01-2031:00-00-00", "ts": ts0 + int64(k), "source": 1, "destination": 2}})
+			b, _ := json.Marshal(loadRide(ts0 + int64(k)))
 			resp, err := hc.Post(node.URL+"/api/v1/db/write", "application/json", bytesReader(b))
 			if err != nil {
 				t.Logf("write to %s: %v", node.Name, err)
@@ -128,11 +127,10 @@ func supervisingAmong(t *testing.T, nodes []*system.Node, timeout time.Duration)
 				continue
 			}
 			for _, n := range view {
-				for _, o := range nodes {
-					if n.Up && n.Supervisor && n.Name == o.Name {
-						name = n.Name
-						return true
-					}
+				among := slices.ContainsFunc(nodes, func(o *system.Node) bool { return o.Name == n.Name })
+				if n.Up && n.Supervisor && among {
+					name = n.Name
+					return true
 				}
 			}
 		}
@@ -143,14 +141,6 @@ func supervisingAmong(t *testing.T, nodes []*system.Node, timeout time.Duration)
 
 // viewFrom is node's own /api/v1/cluster.
 func viewFrom(node *system.Node) ([]orchestrator.NodeStatus, error) {
-	resp, err := clusterHTTP.Get(node.URL + "/api/v1/cluster")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: status %d", node.Name, resp.StatusCode)
-	}
 	var view []orchestrator.NodeStatus
-	return view, json.NewDecoder(resp.Body).Decode(&view)
+	return view, getFrom(node, "/api/v1/cluster", &view)
 }
