@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ type election struct {
 
 	mu       sync.Mutex
 	sessions map[string]*stallable // each node's current session
+	down     map[string]bool       // nodes that can open no session (dead or cut off)
 }
 
 // stallable is a session whose calls block while stalled.
@@ -64,10 +66,13 @@ func (e *election) node(name string) func(*Orchestrator) {
 	return func(o *Orchestrator) {
 		o.Name, o.SessionTimeout = name, 400*time.Millisecond
 		o.Supervision = func(context.Context) (coord.Coordinator, error) {
-			s := &stallable{Session: e.svc.Session()}
 			e.mu.Lock()
+			defer e.mu.Unlock()
+			if e.down[name] {
+				return nil, errors.New("node " + name + " cannot reach the election service")
+			}
+			s := &stallable{Session: e.svc.Session()}
 			e.sessions[name] = s
-			e.mu.Unlock()
 			return s, nil
 		}
 	}
@@ -84,10 +89,22 @@ func (e *election) session(t *testing.T, name string) *stallable {
 	return s
 }
 
+// kill makes node name dead to the election service: its session expires and it opens no
+// other. (Only expiring it would let the node open a new session at once and, the lock
+// being free, often take the role straight back.)
+func (e *election) kill(t *testing.T, name string) {
+	t.Helper()
+	s := e.session(t, name)
+	e.mu.Lock()
+	e.down[name] = true
+	e.mu.Unlock()
+	s.Expire()
+}
+
 // twoNodes opens a pool supervised by node a, then node b beside it.
 func twoNodes(t *testing.T, slaves int) (*supervised, *Orchestrator, *election) {
 	t.Helper()
-	e := &election{svc: memcoord.NewService(), sessions: map[string]*stallable{}}
+	e := &election{svc: memcoord.NewService(), sessions: map[string]*stallable{}, down: map[string]bool{}}
 	s := mustSupervised(t, slaves, supOpts{configure: e.node("a")})
 	b := s.openWith(t, s.session(t), e.node("b"))
 	return s, b, e
@@ -133,7 +150,7 @@ func TestAnotherNodeTakesOverAndStartsNoWorkerTwice(t *testing.T) {
 	awaitTrue(t, "node b to list the pool", func() bool { return len(b.Workers()) == 3 })
 	before := s.started()
 
-	e.session(t, "a").Expire() // a's election session is gone: a dead or cut-off node
+	e.kill(t, "a") // a's election session is gone and a opens no other: a dead node
 	awaitRole(t, b, true)
 	if s.o.Supervising() && b.Supervising() {
 		t.Fatal("two nodes supervise at once")
@@ -182,14 +199,18 @@ func TestANodeThatCannotRenewItsHoldActsOnNothing(t *testing.T) {
 	if n := s.started() - before; n != 0 {
 		t.Fatalf("a node without its hold started %d workers", n)
 	}
-	// The service expires a's session: b takes over and replaces the slave.
-	sa.Expire()
+	// The service expires a's session (a, still cut off, opens no other): b takes over and
+	// replaces the slave.
+	e.kill(t, "a")
 	awaitRole(t, b, true)
 	awaitTrue(t, "the dead slave replaced", func() bool {
 		ws := b.Workers()
 		return len(ws) == 3 && len(roleOf(ws, coord.RoleSlave)) == 2 && !hasWorker(ws, dead.ID)
 	})
 	// a resumes: it finds the role gone and starts or kills nothing.
+	e.mu.Lock()
+	e.down["a"] = false
+	e.mu.Unlock()
 	close(sa.stalled)
 	s.rounds(t, 10)
 	if n := s.started() - before; n != 1 {
