@@ -56,11 +56,19 @@ func TestClusterNodeCutOff(t *testing.T) {
 	nn.heal(t, i)
 	healed := time.Now()
 	replicasCurrent(t, st, "the healed node's copy of the log current")
+	var last any // the last view or error seen, for the failure message
+	defer func() {
+		if t.Failed() {
+			t.Logf("last cluster view from %s: %+v", others[0].Name, last)
+		}
+	}()
 	eventually(t, time.Minute, cut.Name+" back in the view, not supervising", func() bool {
 		view, err := viewFrom(others[0])
 		if err != nil {
+			last = err
 			return false
 		}
+		last = view
 		sup := 0
 		back := false
 		for _, n := range view {
