@@ -101,6 +101,13 @@ func (e *election) kill(t *testing.T, name string) {
 	s.Expire()
 }
 
+// revive lets node name open sessions again (it reaches the election service once more).
+func (e *election) revive(name string) {
+	e.mu.Lock()
+	delete(e.down, name)
+	e.mu.Unlock()
+}
+
 // twoNodes opens a pool supervised by node a, then node b beside it.
 func twoNodes(t *testing.T, slaves int) (*supervised, *Orchestrator, *election) {
 	t.Helper()
@@ -208,9 +215,7 @@ func TestANodeThatCannotRenewItsHoldActsOnNothing(t *testing.T) {
 		return len(ws) == 3 && len(roleOf(ws, coord.RoleSlave)) == 2 && !hasWorker(ws, dead.ID)
 	})
 	// a resumes: it finds the role gone and starts or kills nothing.
-	e.mu.Lock()
-	e.down["a"] = false
-	e.mu.Unlock()
+	e.revive("a")
 	close(sa.stalled)
 	s.rounds(t, 10)
 	if n := s.started() - before; n != 1 {
