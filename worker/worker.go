@@ -151,6 +151,12 @@ func (w *Worker) runAsSlave(ctx context.Context) (promoted bool, err error) {
 		return false, err
 	}
 	w.Logger.Info("slave ready", "applied_seq", w.Store.Applied())
+	// The coordinator is talked to beside this loop, never on it: the loop applies what
+	// strong reads wait for, and a coordinator call can hang for seconds (in a cluster, while
+	// the coordination bucket elects a new leader; each failed state update took 0.5 s).
+	publish := make(chan struct{}, 1)
+	promote := make(chan struct{})
+	g.Go(func() error { w.coordinateSlave(ctx, watch, publish, promote); return nil })
 	tick := time.NewTicker(w.PollEvery)
 	defer tick.Stop()
 	lastPublished := w.Store.Applied()
@@ -160,6 +166,8 @@ func (w *Worker) runAsSlave(ctx context.Context) (promoted bool, err error) {
 			return false, nil
 		case <-w.Coord.Lost():
 			return false, fmt.Errorf("%w: coordination session lost", ErrSteppedDown)
+		case <-promote:
+			return true, nil
 		case e := <-w.entries:
 			if err := w.applyFromSync(ctx, e); err != nil {
 				if ctx.Err() != nil {
@@ -171,25 +179,44 @@ func (w *Worker) runAsSlave(ctx context.Context) (promoted bool, err error) {
 			if err := w.catchUp(ctx, 0); err != nil {
 				w.Logger.Warn("catch up failed", "err", err)
 			}
-		case <-watch:
-			if w.takeMasterLock(ctx) {
-				return true, nil
-			}
 		case <-tick.C:
 			// syncQ is best effort: look at the log for anything missed.
 			if err := w.catchUp(ctx, 0); err != nil {
 				w.Logger.Warn("catch up failed", "err", err)
 			}
-			if w.takeMasterLock(ctx) {
-				return true, nil
-			}
 			w.maybeSnapshot(ctx, &g)
 			if a := w.Store.Applied(); a != lastPublished {
 				lastPublished = a
-				if err := w.publish(ctx); err != nil {
-					w.Logger.Warn("publish state", "err", err)
+				select {
+				case publish <- struct{}{}:
+				default: // one is pending: it will publish the latest state
 				}
 			}
+		}
+	}
+}
+
+// coordinateSlave is the slave's side of the coordinator, beside its apply loop: it takes
+// the master lock once designated (looking whenever watch fires, and every PollEvery), then
+// closes promoted and returns; and it publishes this worker's state when asked on publish.
+func (w *Worker) coordinateSlave(ctx context.Context, watch <-chan struct{}, publish <-chan struct{}, promoted chan<- struct{}) {
+	tick := time.NewTicker(w.PollEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-publish:
+			if err := w.publish(ctx); err != nil {
+				w.Logger.Warn("publish state", "err", err)
+			}
+			continue
+		case <-watch:
+		case <-tick.C:
+		}
+		if w.takeMasterLock(ctx) {
+			close(promoted)
+			return
 		}
 	}
 }

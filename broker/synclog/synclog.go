@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 )
 
 const (
@@ -239,6 +240,56 @@ func (l *Log) deleteConsumer(ctx context.Context, name string) {
 	_ = l.stream.DeleteConsumer(ctx, name)
 }
 
+// SmallRead is the most entries Read fetches one by one from the stream's leader instead of
+// through a consumer. A consumer is created by the cluster's meta leader and placed on one of
+// the stream's servers: while either is dead or being replaced (4–9 s in a JetStream cluster)
+// its creation hangs until the request times out. A slave under load reads a few entries
+// every second (those syncQ has not brought yet), on the same loop that applies syncQ: one
+// such read, stuck for 5 s after a node that held neither the log nor a worker was killed,
+// stalled every strong read and so every write through the user check. Reads of a few
+// entries now need only the log's leader, as appends do.
+const SmallRead = 64
+
+// readByGets is Read for fewer than SmallRead entries: one request for each, eight at a time,
+// delivered in batches bounded as Read's are.
+func (l *Log) readByGets(ctx context.Context, from, to uint64, batch int, fn func([]Msg) error) error {
+	const window = 8
+	var pending []Msg
+	size := 0
+	for start := from; start <= to; start += window {
+		msgs := make([]Msg, min(window, to-start+1))
+		g, gctx := errgroup.WithContext(ctx)
+		for i := range msgs {
+			g.Go(func() error {
+				seq := start + uint64(i)
+				m, err := l.stream.GetMsg(gctx, seq)
+				if err != nil {
+					return fmt.Errorf("read sync log at %d: %w", seq, err)
+				}
+				msgs[i] = Msg{Seq: m.Sequence, Data: m.Data}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			pending = append(pending, m)
+			size += len(m.Data)
+			if len(pending) >= max(batch, 1) || size >= l.maxBytes {
+				if err := fn(pending); err != nil {
+					return err
+				}
+				pending, size = nil, 0
+			}
+		}
+	}
+	if len(pending) > 0 {
+		return fn(pending)
+	}
+	return nil
+}
+
 // Read delivers the entries from seq from through to, in order, in batches of at most batch
 // entries and about MaxBatchBytes.
 func (l *Log) Read(ctx context.Context, from, to uint64, batch int, fn func([]Msg) error) error {
@@ -247,6 +298,9 @@ func (l *Log) Read(ctx context.Context, from, to uint64, batch int, fn func([]Ms
 	}
 	if from > to {
 		return nil
+	}
+	if to-from < SmallRead {
+		return l.readByGets(ctx, from, to, batch, fn)
 	}
 	// One plain pull consumer for the whole read, not an ordered one: an ordered consumer
 	// replaces its server-side consumer on every Fetch and deletes the old one in the

@@ -100,13 +100,15 @@ func TestReadBatchesByCountAndBytes(t *testing.T) {
 func TestReadLeavesNoConsumer(t *testing.T) {
 	ctx := context.Background()
 	l := openLog(t)
-	for i := range 20 {
+	// Long enough for each read to go through a consumer (shorter ones need none).
+	const n = 20 + synclog.SmallRead
+	for i := range n {
 		if _, err := l.Append(ctx, uint64(i), []byte(fmt.Sprintf("entry %d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for from := uint64(1); from <= 20; from++ {
-		if err := l.Read(ctx, from, 20, 5, func([]synclog.Msg) error { return nil }); err != nil {
+		if err := l.Read(ctx, from, n, 5, func([]synclog.Msg) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -107,12 +107,27 @@ func (k *KV) bucket(ctx context.Context, js jetstream.JetStream, name string, tt
 	})
 }
 
-// heartbeat refreshes this session's leases every TTL/4. A lease counts as held only until
+// RefreshEvery is the longest time between two refreshes of a session's leases, and RetryEvery
+// how soon a failed refresh is tried again. A lease lives TTL after the server received its
+// last refresh, and counts as held until TTL*3/4 after that refresh was sent; in a cluster
+// the bucket has no leader for 4–9 s after its leader's server dies, and a session must
+// outlive that. With a refresh every TTL/4 (3.75 s at the cluster's 15 s) the last good one
+// could have been sent 3.75 s before the death, leaving 7.5 s: slaves lost their sessions,
+// and stopped, when a node that led only the coordination bucket was killed. Refreshing at
+// least every second, and retrying within a quarter of one, leaves more than 10 s.
+const (
+	RefreshEvery = time.Second
+	RetryEvery   = 250 * time.Millisecond
+)
+
+// heartbeat refreshes this session's leases every TTL/4 or RefreshEvery, whichever is
+// sooner, and a failed refresh again after RetryEvery. A lease counts as held only until
 // TTL*3/4 after the last refresh that succeeded was sent: the server expires it TTL after it
 // received that refresh, so the holder always gives up first.
 func (k *KV) heartbeat(ctx context.Context) {
 	defer close(k.done)
-	t := time.NewTicker(k.TTL / 4)
+	every := min(k.TTL/4, RefreshEvery)
+	t := time.NewTimer(every)
 	defer t.Stop()
 	for {
 		select {
@@ -134,16 +149,20 @@ func (k *KV) heartbeat(ctx context.Context) {
 				return
 			}
 			k.Logger.Warn("lease refresh failed", "component", "kvcoord", "err", err)
+			t.Reset(min(every, RetryEvery))
 			continue
 		}
 		k.mu.Lock()
 		k.lastOK = sent
 		k.mu.Unlock()
+		t.Reset(max(0, every-time.Since(sent)))
 	}
 }
 
 func (k *KV) refresh(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, k.TTL/2)
+	// Bounded well below the session: a refresh stuck on a server that stopped answering
+	// must leave time to try again through another.
+	ctx, cancel := context.WithTimeout(ctx, min(k.TTL/2, 2*time.Second))
 	defer cancel()
 	k.mu.Lock()
 	members := make([]coord.Member, 0, len(k.members))
@@ -160,11 +179,28 @@ func (k *KV) refresh(ctx context.Context) error {
 	}
 	if masterID != "" {
 		newRev, err := k.leases.Update(ctx, keyMaster, []byte(masterID), rev)
-		if err != nil {
-			var apiErr *jetstream.APIError
-			if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			// The lock moved past the revision this session knows. Either it was taken over,
+			// or an earlier refresh whose answer was lost (timed out) was stored after all:
+			// then the lock still names this holder, at a later revision, and is refreshed at
+			// that one. (Seen in a cluster: after one timed-out refresh every next one was
+			// refused, and the holder lost a lock that was still its own. A replicated bucket
+			// reports the conflict with another code than a single server's; both map to
+			// ErrKeyRevisionMismatch.)
+			e, gerr := k.leases.Get(ctx, keyMaster)
+			switch {
+			case errors.Is(gerr, jetstream.ErrKeyNotFound), errors.Is(gerr, jetstream.ErrKeyDeleted):
+				return fmt.Errorf("%w: master lock gone", coord.ErrSessionLost)
+			case gerr != nil:
+				return fmt.Errorf("refresh master lock: %w", gerr)
+			case string(e.Value()) != masterID:
 				return fmt.Errorf("%w: master lock taken over", coord.ErrSessionLost)
 			}
+			// Refreshed anew, not taken as refreshed: that entry was stored before this
+			// refresh was sent, and the lease runs from when it was stored.
+			newRev, err = k.leases.Update(ctx, keyMaster, []byte(masterID), e.Revision())
+		}
+		if err != nil {
 			return fmt.Errorf("refresh master lock: %w", err)
 		}
 		k.mu.Lock()
@@ -395,8 +431,7 @@ func (k *KV) Revoke(ctx context.Context, id string) error {
 		return nil
 	}
 	err = k.leases.Delete(ctx, keyMaster, jetstream.LastRevision(e.Revision()))
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return nil
 	}
 	return err

@@ -159,12 +159,20 @@ func waitWorkers(t *testing.T, st *stack, wantWorkers int, atHead bool) []orches
 		t.Fatal(err)
 	}
 	var ws []orchestrator.WorkerInfo
+	state := "nothing seen"
+	defer func() {
+		if t.Failed() {
+			t.Logf("last seen: %s", state)
+		}
+	}()
 	eventually(t, 60*time.Second, fmt.Sprintf("%d ready workers at the log's head", wantWorkers), func() bool {
 		last, err := log.Last(ctx)
 		if err != nil {
+			state = "log head: " + err.Error()
 			return false
 		}
 		ws = workers(t, st)
+		state = fmt.Sprintf("log head %d, workers %+v", last, ws)
 		if len(ws) != wantWorkers {
 			return false
 		}

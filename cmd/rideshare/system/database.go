@@ -303,18 +303,28 @@ func (cfg Config) clusterSize() int {
 }
 
 // untilJetStream runs f until it succeeds, each try bounded, while a cluster forms (at most two
-// minutes); alone, f runs once.
+// minutes); alone, f runs once. A try is bounded at a second, or twice the last try's bound
+// (up to 5 s) when it failed the same way: when the nodes create the same stream at once, the
+// requests after the first are handed to the new stream's leader, which answers none while it
+// is being elected, and with 5 s tries each setup step of a three-node start waited one out
+// (~40 s to start). The steps are idempotent: a try that timed out is simply made again.
 func untilJetStream(ctx context.Context, clustered bool, logger *slog.Logger, f func(context.Context) error) error {
 	if !clustered {
 		return f(ctx)
 	}
 	deadline := time.Now().Add(2 * time.Minute)
+	try, last := time.Second, ""
 	for {
-		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		tctx, cancel := context.WithTimeout(ctx, try)
 		err := f(tctx)
 		cancel()
 		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
 			return err
+		}
+		if err.Error() == last {
+			try = min(2*try, 5*time.Second)
+		} else {
+			try, last = time.Second, err.Error()
 		}
 		logger.Info("waiting for the JetStream cluster", "err", err)
 		select {
