@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/rideshare/rideshare/broker"
+	"github.com/rideshare/rideshare/broker/coord"
 	"github.com/rideshare/rideshare/broker/natsq"
 	"github.com/rideshare/rideshare/broker/synclog"
 	"github.com/rideshare/rideshare/cmd/rideshare/internal/flagenv"
@@ -98,12 +99,20 @@ func RunWorker(ctx context.Context, c WorkerConfig, logger *slog.Logger) error {
 		return err
 	}
 	defer nc.Close()
-	log, err := synclog.Open(ctx, nc, false)
-	if err != nil {
+	var log *synclog.Log
+	if err := untilAnswered(ctx, logger, "sync log", 5*time.Second, func(ctx context.Context) (err error) {
+		log, err = synclog.Open(ctx, nc, false)
+		return err
+	}); err != nil {
 		return err
 	}
-	coordinator, err := openCoordinator(ctx, Config{ZK: c.ZK, ZKRoot: c.ZKRoot, SessionTimeout: c.SessionTimeout, bindCoordinator: true}, nc, logger)
-	if err != nil {
+	var coordinator coord.Coordinator
+	// Each try is bounded by the coordinator itself (ZooKeeper's connection by its own
+	// timeouts, JetStream's requests by the client's 5 s), not by a deadline of ours.
+	if err := untilAnswered(ctx, logger, "coordinator", 0, func(ctx context.Context) (err error) {
+		coordinator, err = openCoordinator(ctx, Config{ZK: c.ZK, ZKRoot: c.ZKRoot, SessionTimeout: c.SessionTimeout, bindCoordinator: true}, nc, logger)
+		return err
+	}); err != nil {
 		return err
 	}
 	defer coordinator.Close()
@@ -165,4 +174,36 @@ func exitWithParent(ctx context.Context) {
 			}
 		}
 	}()
+}
+
+// WorkerStartPatience is how long a starting worker tries to open the sync log and its
+// coordination session before it gives up and exits.
+const WorkerStartPatience = time.Minute
+
+// untilAnswered runs f, each try bounded by try (0: by f itself), until it succeeds or
+// WorkerStartPatience has passed, pausing 250 ms after the first failure and twice as long
+// after each next one (up to 2 s). A JetStream cluster refuses requests for seconds while it elects a leader ("JetStream
+// system temporarily unavailable" after a partition healed): a worker that exited at once was
+// replaced at once, and a supervisor started fifteen workers in two seconds that way.
+func untilAnswered(ctx context.Context, logger *slog.Logger, what string, try time.Duration, f func(context.Context) error) error {
+	deadline := time.Now().Add(WorkerStartPatience)
+	pause := 250 * time.Millisecond
+	for {
+		tctx, cancel := ctx, context.CancelFunc(func() {})
+		if try > 0 {
+			tctx, cancel = context.WithTimeout(ctx, try)
+		}
+		err := f(tctx)
+		cancel()
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		logger.Warn("starting: "+what+" not answering; trying again", "err", err, "in", pause)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
 }
