@@ -212,6 +212,9 @@ func (s *System) openDatabase(ctx context.Context, cfg Config, logger *slog.Logg
 
 	o := orchestrator.New(b, c, rt, log)
 	o.Logger, o.Registry, o.Slaves, o.URL = logger, reg, cfg.Slaves, s.OrchestratorURL
+	if cfg.AdvertiseURL != "" {
+		o.URL = cfg.AdvertiseURL
+	}
 	o.AdminToken, o.WriteTimeout, o.ReadTimeout = cfg.AdminToken, cfg.WriteTimeout, cfg.ReadTimeout
 	o.Snapshots = snaps // backups: streamed from what a slave stored there
 	if s.NATS != nil {

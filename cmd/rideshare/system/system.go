@@ -73,6 +73,9 @@ type Config struct {
 	ClusterListen, Peers string
 	// ClusterAdvertise is the route address the peers are told for this node (behind NAT).
 	ClusterAdvertise string
+	// AdvertiseURL is this node's API URL in the cluster view, if not the one --listen makes
+	// (a container listening on :80 would say http://[::]:80).
+	AdvertiseURL string
 	// WorkersDir holds the workers' databases; empty: <Data>/workers. Several nodes on one
 	// machine share one (a node adopts the workers another started).
 	WorkersDir string

@@ -98,6 +98,7 @@ func orchestratorFlags(cfg *system.Config) (*flag.FlagSet, func()) {
 	fs.StringVar(&cfg.ClusterListen, "cluster-listen", "", "host:port this node's embedded NATS server takes its peers' routes on (with --peers)")
 	fs.StringVar(&cfg.Peers, "peers", "", "the other nodes' --cluster-listen addresses, host:port,… (this node's own may be listed): the nodes' NATS servers\nform one JetStream cluster keeping the sync log on 3 of them, and the nodes elect one supervisor. Every node\nneeds the same $RIDESHARE_NATS_TOKEN (routes present it too)")
 	fs.StringVar(&cfg.ClusterAdvertise, "cluster-advertise", "", "route address the peers are told for this node, if not --cluster-listen (behind NAT)")
+	fs.StringVar(&cfg.AdvertiseURL, "advertise-url", "", "this node's API URL as the cluster view (GET /api/v1/cluster) gives it to clients; empty: http://<--listen>")
 	fs.StringVar(&cfg.WorkersDir, "workers-dir", "", "directory of the workers' databases; empty: <data>/workers (nodes on one machine share one, to adopt each other's workers)")
 	return fs, databaseFlags(fs, cfg)
 }
