@@ -211,7 +211,11 @@ func (w *Worker) coordinateSlave(ctx context.Context, watch <-chan struct{}, pub
 				w.Logger.Warn("publish state", "err", err)
 			}
 			continue
-		case <-watch:
+		case _, ok := <-watch:
+			if !ok {
+				watch = nil // the watch ended (the session is lost: the apply loop returns)
+				continue
+			}
 		case <-tick.C:
 		}
 		if w.takeMasterLock(ctx) {
