@@ -129,7 +129,7 @@ func (r *Runtime) Start(_ context.Context, id string) (int, error) {
 		r.mu.Lock()
 		delete(r.procs, id)
 		r.mu.Unlock()
-		os.RemoveAll(dir)
+		remove(r.DataDir, id)
 		close(p.done)
 	}()
 	return cmd.Process.Pid, nil

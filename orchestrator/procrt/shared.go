@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,6 +28,43 @@ const (
 	// child, so no exit event reaches it.
 	pollEvery = 20 * time.Millisecond
 )
+
+// KeptLogs is how many logs of exited workers a workers directory keeps, as
+// <DataDir>/<id>.exited.log: why a worker stopped is in its log, and its directory (its
+// database too) is removed once it has exited.
+const KeptLogs = 20
+
+// exitedSuffix ends the name of a kept log: a file, so List, which looks at directories
+// only, never takes it for a worker.
+const exitedSuffix = ".exited.log"
+
+// remove deletes the directory of worker id, which has exited, keeping its log (if any) beside
+// it and only the newest KeptLogs logs of exited workers.
+func remove(dataDir, id string) {
+	dir := filepath.Join(dataDir, id)
+	_ = os.Rename(filepath.Join(dir, logFile), filepath.Join(dataDir, id+exitedSuffix))
+	pruneLogs(dataDir)
+	os.RemoveAll(dir)
+}
+
+// pruneLogs deletes all but the newest KeptLogs logs of exited workers in dataDir.
+func pruneLogs(dataDir string) {
+	logs, _ := filepath.Glob(filepath.Join(dataDir, "*"+exitedSuffix))
+	if len(logs) <= KeptLogs {
+		return
+	}
+	mtime := func(f string) time.Time {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return time.Time{}
+		}
+		return fi.ModTime()
+	}
+	sort.Slice(logs, func(i, j int) bool { return mtime(logs[i]).After(mtime(logs[j])) })
+	for _, f := range logs[KeptLogs:] {
+		os.Remove(f)
+	}
+}
 
 // writePID records pid in dir through a rename, so that a reader never sees part of it.
 func writePID(dir string, pid int) error {
@@ -105,7 +143,7 @@ func (r *Runtime) listShared() (map[string]int, error) {
 		case errors.Is(err, fs.ErrNotExist) && young(dir):
 			// Started just now; its pid file comes next.
 		default:
-			os.RemoveAll(dir)
+			remove(r.DataDir, id)
 		}
 	}
 	return out, nil
@@ -150,7 +188,7 @@ func (r *Runtime) stopShared(ctx context.Context, id string) error {
 		_ = p.Signal(syscall.SIGKILL)
 		awaitExit(context.Background(), p)
 	}
-	os.RemoveAll(filepath.Join(r.DataDir, id))
+	remove(r.DataDir, id)
 	return nil
 }
 

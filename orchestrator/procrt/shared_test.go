@@ -30,6 +30,7 @@ func TestMain(m *testing.M) {
 	case "worker":
 		// Idles until a signal ends it, by the signal's default action, so its exit status
 		// names the signal. Should a failed test leave it behind, it ends by itself.
+		fmt.Println("worker started")
 		time.Sleep(5 * time.Minute)
 		os.Exit(3)
 	case "node":
@@ -422,7 +423,13 @@ func TestSharedCloseLeavesWorkersStopAllStops(t *testing.T) {
 	if got := list(t, b); len(got) != 0 {
 		t.Fatalf("B lists %v after StopAll", got)
 	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-		t.Errorf("DataDir holds %v after StopAll", entries)
+	// Nothing but the two workers' logs, kept (KeptLogs).
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if fmt.Sprint(names) != "[w-1.exited.log w-2.exited.log]" {
+		t.Errorf("DataDir holds %v after StopAll, want only the workers' kept logs", names)
 	}
 }
