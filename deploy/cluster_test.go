@@ -22,15 +22,8 @@ type nodeInfo struct {
 
 // clusterView is GET /api/v1/cluster from url.
 func clusterView(url string) ([]nodeInfo, error) {
-	r, err := call(http.MethodGet, url+"/api/v1/cluster", "", nil)
-	if err != nil {
-		return nil, err
-	}
-	if r.code != http.StatusOK {
-		return nil, fmt.Errorf("cluster: %s", r)
-	}
 	var nodes []nodeInfo
-	return nodes, json.Unmarshal(r.body, &nodes)
+	return nodes, getJSON(url+"/api/v1/cluster", &nodes)
 }
 
 // usersCount is a strong count of the users through url (0 and the answer if it failed).

@@ -295,15 +295,20 @@ type workerInfo struct {
 }
 
 func workers(orch string) ([]workerInfo, error) {
-	r, err := call(http.MethodGet, orch+"/api/v1/workers", "", nil)
-	if err != nil {
-		return nil, err
-	}
 	var ws []workerInfo
-	if r.code != http.StatusOK {
-		return nil, fmt.Errorf("workers: %s", r)
+	return ws, getJSON(orch+"/api/v1/workers", &ws)
+}
+
+// getJSON GETs url and decodes a 200 answer into into.
+func getJSON(url string, into any) error {
+	r, err := call(http.MethodGet, url, "", nil)
+	if err != nil {
+		return err
 	}
-	return ws, json.Unmarshal(r.body, &ws)
+	if r.code != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, r)
+	}
+	return json.Unmarshal(r.body, into)
 }
 
 // settled says whether the workers are one ready master and slaves ready slaves, none of them

@@ -65,16 +65,7 @@ func sanitize(s string) string {
 // A worker's session binds to the buckets the orchestrator made and never creates them: on a
 // missing bucket it fails rather than make one with the wrong settings.
 func TestBindNeedsTheBuckets(t *testing.T) {
-	srv := &natsq.Server{StoreDir: t.TempDir(), Port: -1}
-	if err := srv.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := connectServer(t)
 	open := func(bind bool) (*KV, error) {
 		k := New(nc)
 		k.Bucket, k.TTL, k.Bind = "bind_test", time.Second, bind
@@ -94,4 +85,20 @@ func TestBindNeedsTheBuckets(t *testing.T) {
 		t.Fatalf("bind after the orchestrator created the buckets: %v", err)
 	}
 	worker.Close()
+}
+
+// connectServer runs an embedded NATS server until the test ends and returns a connection to it.
+func connectServer(t *testing.T) *nats.Conn {
+	t.Helper()
+	srv := &natsq.Server{StoreDir: t.TempDir(), Port: -1}
+	if err := srv.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }

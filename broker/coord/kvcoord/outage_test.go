@@ -5,11 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rideshare/rideshare/broker/coord"
-	"github.com/rideshare/rideshare/broker/natsq"
 )
 
 // A session outlives an outage of its bucket that ends before TTL*3/4 has passed since the
@@ -20,16 +18,7 @@ import (
 // elected the bucket's next leader.) The outage is the bucket refusing every write at once,
 // as a JetStream stream without a leader does.
 func TestSessionOutlivesAnOutageOfItsBucket(t *testing.T) {
-	srv := &natsq.Server{StoreDir: t.TempDir(), Port: -1}
-	if err := srv.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := connectServer(t)
 	ctx := t.Context()
 	const ttl = 12 * time.Second
 	k := New(nc)
@@ -98,16 +87,7 @@ func TestSessionOutlivesAnOutageOfItsBucket(t *testing.T) {
 // refreshes it at that revision, and the session lives on. A lock that now names another
 // holder ends the session.
 func TestRefreshAfterAnAnswerLost(t *testing.T) {
-	srv := &natsq.Server{StoreDir: t.TempDir(), Port: -1}
-	if err := srv.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := connectServer(t)
 	ctx := t.Context()
 	k := New(nc)
 	k.Bucket, k.TTL = "lost_answer_test", 2*time.Second

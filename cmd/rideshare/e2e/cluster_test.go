@@ -128,6 +128,12 @@ func supervisorNode(t *testing.T, st *stack) *system.Node {
 // logStream is the sync log's stream, seen through the deployment's NATS servers.
 func logStream(t *testing.T, st *stack) (*jetstream.StreamInfo, error) {
 	t.Helper()
+	return streamInfo(t, st, synclog.Stream)
+}
+
+// streamInfo is the named stream, seen through the deployment's NATS servers.
+func streamInfo(t *testing.T, st *stack, stream string) (*jetstream.StreamInfo, error) {
+	t.Helper()
 	nc, err := st.ConnectNATS("test", nil)
 	if err != nil {
 		return nil, err
@@ -139,7 +145,7 @@ func logStream(t *testing.T, st *stack) (*jetstream.StreamInfo, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, synclog.Stream)
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return nil, err
 	}

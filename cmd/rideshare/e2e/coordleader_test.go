@@ -2,13 +2,10 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rideshare/rideshare/cmd/rideshare/system"
 	"github.com/rideshare/rideshare/orchestrator"
@@ -27,29 +24,16 @@ func moveLeader(t *testing.T, st *stack, stream, to string) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	body := fmt.Sprintf(`{"placement":{"preferred":%q}}`, to)
 	eventually(t, time.Minute, stream+" led by "+to, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s, err := js.Stream(ctx, stream)
-		if err != nil {
-			return false
-		}
-		info, err := s.Info(ctx)
-		if err != nil || info.Cluster == nil {
-			return false
-		}
-		if info.Cluster.Leader == to {
+		leader := streamLeader(t, st, stream)
+		if leader == to {
 			return true
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		if m, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, []byte(body)); err == nil {
-			var resp struct{ Success bool }
-			_ = json.Unmarshal(m.Data, &resp)
-			t.Logf("%s: leader %s, step-down towards %s: %s", stream, info.Cluster.Leader, to, m.Data)
+			t.Logf("%s: leader %s, step-down towards %s: %s", stream, leader, to, m.Data)
 		}
 		return false
 	})
@@ -58,22 +42,7 @@ func moveLeader(t *testing.T, st *stack, stream, to string) {
 // streamLeader is the NATS server leading stream ("" while it has none, or on error).
 func streamLeader(t *testing.T, st *stack, stream string) string {
 	t.Helper()
-	nc, err := st.ConnectNATS("test", nil)
-	if err != nil {
-		return ""
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return ""
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return ""
-	}
-	info, err := s.Info(ctx)
+	info, err := streamInfo(t, st, stream)
 	if err != nil || info.Cluster == nil {
 		return ""
 	}
