@@ -1,7 +1,8 @@
 # RideShare DBaaS. `make run` starts the whole system; `make test` passes every test on a
-# fresh machine (it installs and starts ZooKeeper and RabbitMQ from Debian's packages, and
-# installs Chromium for the console's browser tests, and builds the RabbitMQ, ZooKeeper,
-# Prometheus and HAProxy images the Docker deployments' tests run: `make images`).
+# fresh machine (it installs and starts ZooKeeper and RabbitMQ from Debian's packages,
+# installs Chromium for the console's browser tests and nats-server for the tests of `--nats`,
+# and builds the RabbitMQ, ZooKeeper, Prometheus and HAProxy images the Docker deployments'
+# tests run: `make images`).
 
 GO      ?= go
 BIN     := bin/rideshare
@@ -22,9 +23,11 @@ run: build
 # Everything: format and vet, then every test with the race detector (which needs cgo). The
 # browser tests of the console fail here rather than skip when no Chromium is found
 # (scripts/services.sh installs Debian's chromium), and the Docker deployments' tests (deploy/)
-# when no Docker Engine, docker-compose or service image is found (`images` builds those).
+# when no Docker Engine, docker-compose or service image is found (`images` builds those), and
+# the tests of `--nats` against Debian's nats-server 2.9.10 when it is not installed
+# (scripts/services.sh installs it; elsewhere they build the embedded module's server, or skip).
 test: lint services build image images
-	CGO_ENABLED=1 RIDESHARE_REQUIRE_BROWSER=1 RIDESHARE_REQUIRE_DOCKER=1 $(GO) test -race -count=1 -p 1 -timeout 60m $(PKGS)
+	CGO_ENABLED=1 RIDESHARE_REQUIRE_BROWSER=1 RIDESHARE_REQUIRE_DOCKER=1 RIDESHARE_REQUIRE_NATS_SERVER=1 $(GO) test -race -count=1 -p 1 -timeout 60m $(PKGS)
 
 # Unit tests only: no ZooKeeper or RabbitMQ needed.
 unit:

@@ -243,11 +243,22 @@ func (o *Orchestrator) call(ctx context.Context, queue string, body []byte, atte
 	var last error
 	for {
 		actx, cancel := context.WithTimeout(ctx, attempt)
+		// The attempt ends early, and the request goes again, when what it was sent to may
+		// be gone: a new master, or a connection that lost its server (with it, what was in
+		// flight through that server).
+		var changed, lost <-chan struct{}
 		if queue == broker.WriteQ {
-			changed := o.sup.masterChanged()
+			changed = o.sup.masterChanged()
+		}
+		if r, ok := o.Broker.(reconnects); ok {
+			lost = r.Reconnects()
+		}
+		if changed != nil || lost != nil {
 			go func() {
 				select {
 				case <-changed:
+					cancel()
+				case <-lost:
 					cancel()
 				case <-actx.Done():
 				}
@@ -286,6 +297,11 @@ func (o *Orchestrator) call(ctx context.Context, queue string, body []byte, atte
 		}
 		backoff = min(backoff*2, 200*time.Millisecond)
 	}
+}
+
+// reconnects is a broker that tells when a connection lost its server (natsq.Broker).
+type reconnects interface {
+	Reconnects() <-chan struct{}
 }
 
 // newRequestID is 8 bytes of the clock and 8 random bytes, in hex. Starting with the clock

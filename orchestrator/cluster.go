@@ -20,11 +20,14 @@ type NodeRegistry interface {
 
 // NodeEntry is what a node announces about itself.
 type NodeEntry struct {
-	Name       string    `json:"name"`
-	PID        int       `json:"pid"`
-	URL        string    `json:"url,omitempty"`
-	NATSServer string    `json:"nats_server,omitempty"`
-	Seen       time.Time `json:"-"`
+	Name       string `json:"name"`
+	PID        int    `json:"pid"`
+	URL        string `json:"url,omitempty"`
+	NATSServer string `json:"nats_server,omitempty"`
+	// DBReads is how many db reads the node has served since it started, for the scaler of
+	// the node that supervises (ClusterReads).
+	DBReads uint64    `json:"db_reads,omitempty"`
+	Seen    time.Time `json:"-"`
 }
 
 // Announcements: a node is up while its entry is younger than announceUp.
@@ -53,7 +56,7 @@ func (o *Orchestrator) announce(ctx context.Context) {
 }
 
 func (o *Orchestrator) self() NodeEntry {
-	return NodeEntry{Name: o.Name, PID: os.Getpid(), URL: o.URL, NATSServer: o.NATSServer}
+	return NodeEntry{Name: o.Name, PID: os.Getpid(), URL: o.URL, NATSServer: o.NATSServer, DBReads: o.served[servedReads].Load()}
 }
 
 // Nodes is the cluster view (`GET /api/v1/cluster`): one entry per orchestrator node, this

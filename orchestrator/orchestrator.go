@@ -119,6 +119,7 @@ type Orchestrator struct {
 	sup    *supervisor
 	role   role
 	index  readIndex
+	awake  *pauseWatch // this process's running, when the log's leader may be in it
 	cancel context.CancelFunc
 	group  *errgroup.Group
 }
@@ -157,7 +158,13 @@ func (o *Orchestrator) Open(ctx context.Context) error {
 	}
 	o.role.alone = o.Supervision == nil
 	if o.Log != nil {
-		o.index.last = o.Log.Last
+		// Confirmed, not Last: a look answered by a leader cut off from the others
+		// (or one that has no leader) may be older than what they acknowledged since.
+		o.index.last = o.Log.Confirmed
+		if o.ReadIndex && o.NATSServer != "" {
+			o.awake = newPauseWatch()
+			o.index.last = confirmedHere(o.Log.ConfirmedHead, o.NATSServer, o.awake)
+		}
 	}
 	o.sup = &supervisor{o: o, workers: map[string]*tracked{}, ghosts: map[string]time.Time{}, slaves: o.Slaves}
 	// The pool is exported whether or not a scaler runs.
@@ -171,6 +178,9 @@ func (o *Orchestrator) Open(ctx context.Context) error {
 	ctx, o.cancel = context.WithCancel(context.Background())
 	o.group, ctx = errgroup.WithContext(ctx)
 	o.group.Go(func() error { return o.sup.run(ctx) })
+	if o.awake != nil {
+		o.group.Go(func() error { o.awake.run(ctx); return nil })
+	}
 	if o.Supervision != nil {
 		o.group.Go(func() error { o.campaign(ctx); return nil })
 	}

@@ -2,9 +2,12 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rideshare/rideshare/broker/synclog"
 )
 
 // fakeHead is a log head whose every look the test answers.
@@ -86,5 +89,61 @@ func TestReadIndexBatchesWaitingReads(t *testing.T) {
 		if seq != 9 {
 			t.Fatalf("a read got %d, want 9 from the look they shared", seq)
 		}
+	}
+}
+
+// A look at the log's head is refused while this process may just have been paused: the
+// leader in it may count its followers' old answers as new (pauseWatch).
+func TestPauseWatchRefusesLooksJustAfterAPause(t *testing.T) {
+	t0 := time.Now()
+	p := &pauseWatch{Tick: 100 * time.Millisecond, Gap: 2 * time.Second, Hold: 2 * time.Second, last: t0}
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	for d := time.Duration(0); d <= 5*time.Second; d += 100 * time.Millisecond {
+		p.note(at(d))
+	}
+	if err := p.check(at(5*time.Second + 50*time.Millisecond)); err != nil {
+		t.Fatalf("running steadily: %v", err)
+	}
+	// Stopped from 5 s to 9 s; a look before the watch runs again sees the gap.
+	if err := p.check(at(9 * time.Second)); !errors.Is(err, errJustResumed) {
+		t.Fatalf("look before the watch ran again: %v, want errJustResumed", err)
+	}
+	p.note(at(9 * time.Second))
+	if err := p.check(at(10 * time.Second)); !errors.Is(err, errJustResumed) {
+		t.Fatalf("look 1 s after the pause ended: %v, want errJustResumed", err)
+	}
+	for d := 9 * time.Second; d <= 11*time.Second; d += 100 * time.Millisecond {
+		p.note(at(d))
+	}
+	if err := p.check(at(11*time.Second + 50*time.Millisecond)); err != nil {
+		t.Fatalf("look 2 s after the pause ended: %v", err)
+	}
+	// A shorter stall is no pause: the followers cannot have elected another leader meanwhile.
+	p.note(at(12*time.Second + 900*time.Millisecond))
+	if err := p.check(at(13 * time.Second)); err != nil {
+		t.Fatalf("after a 1.8 s stall: %v", err)
+	}
+	var none *pauseWatch
+	if err := none.check(at(time.Hour)); err != nil {
+		t.Fatalf("no watch: %v", err)
+	}
+}
+
+// Just after a pause, a node refuses a look answered by its own server as the log's leader:
+// that server may count its followers' answers from before the pause as new. A look answered
+// by another server's leader is taken.
+func TestLookRefusedJustAfterAPauseOnlyIfThisNodeLeads(t *testing.T) {
+	p := newPauseWatch()
+	p.last = time.Now().Add(-time.Minute) // the watch has not run for a minute
+	head := func(leader string) func(context.Context) (synclog.Head, error) {
+		return func(context.Context) (synclog.Head, error) { return synclog.Head{Seq: 5, Leader: leader}, nil }
+	}
+	r := &readIndex{last: confirmedHere(head("node1"), "node1", p)}
+	if _, err := r.wait(t.Context()); !errors.Is(err, errJustResumed) {
+		t.Fatalf("read index from this node's own server after a pause: %v, want errJustResumed", err)
+	}
+	r = &readIndex{last: confirmedHere(head("node2"), "node1", p)}
+	if seq, err := r.wait(t.Context()); err != nil || seq != 5 {
+		t.Fatalf("read index from another server after a pause: %d, %v; want 5", seq, err)
 	}
 }

@@ -32,6 +32,33 @@ type LeaseHolder interface {
 	HeldUntil() time.Time
 }
 
+// GrantedTimeout is a coordinator whose service may grant a shorter session timeout than the
+// one asked for (zkcoord: ZooKeeper clamps it to [2, 20] × its tickTime); 0 until known.
+type GrantedTimeout interface {
+	Granted() time.Duration
+}
+
+// holdUntil is until when a node that sent, at sent, a request answered with the role still
+// its own may count the role as held: three quarters of the session timeout later, the timeout
+// being the one asked for or the shorter one the service granted, and no later than a lease
+// holder's own bound. With ZooKeeper's default tickTime of 2 s a 3 s session is granted 4 s,
+// and with a tickTime of 500 ms a 15 s session only 10 s: counting with the 15 s asked for,
+// a node would hold the role for 11.25 s after its last answer while the service freed the
+// lock after 10.
+func holdUntil(sent time.Time, asked time.Duration, sess coord.Coordinator) time.Time {
+	timeout := asked
+	if g, ok := sess.(GrantedTimeout); ok {
+		if d := g.Granted(); d > 0 && d < timeout {
+			timeout = d
+		}
+	}
+	until := sent.Add(timeout * 3 / 4)
+	if lh, ok := sess.(LeaseHolder); ok {
+		until = earliest(until, lh.HeldUntil())
+	}
+	return until
+}
+
 // role is this node's hold on the supervisor role.
 type role struct {
 	mu     sync.Mutex
@@ -98,11 +125,7 @@ func (o *Orchestrator) contend(ctx context.Context, sess coord.Coordinator) {
 		holder, mine, err := o.confirm(ctx, sess)
 		switch {
 		case err == nil && mine:
-			until := sent.Add(o.sessionTimeout() * 3 / 4)
-			if lh, ok := sess.(LeaseHolder); ok {
-				until = earliest(until, lh.HeldUntil())
-			}
-			o.role.set(until, o.Name)
+			o.role.set(holdUntil(sent, o.sessionTimeout(), sess), o.Name)
 			if !was {
 				was = true
 				o.tookRole()

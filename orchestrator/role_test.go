@@ -248,3 +248,43 @@ func awaitTrue(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// grantedSession is a session whose service granted a session timeout of its own.
+type grantedSession struct {
+	coord.Coordinator
+	granted time.Duration
+}
+
+func (g grantedSession) Granted() time.Duration { return g.granted }
+
+// leaseSession is a session that knows until when its lease surely holds.
+type leaseSession struct {
+	coord.Coordinator
+	until time.Time
+}
+
+func (l leaseSession) HeldUntil() time.Time { return l.until }
+
+// A node counts the role as held for three quarters of the session timeout after its request,
+// of the shorter one when the service granted less than was asked (ZooKeeper clamps it to
+// [2, 20] × tickTime), and never past a lease holder's own bound.
+func TestRoleIsHeldForThreeQuartersOfTheShorterTimeout(t *testing.T) {
+	sent := time.Now()
+	for _, c := range []struct {
+		name string
+		sess coord.Coordinator
+		want time.Duration
+	}{
+		{"as asked", nil, 15 * time.Second * 3 / 4},
+		{"granted less", grantedSession{granted: 10 * time.Second}, 10 * time.Second * 3 / 4},
+		{"granted more", grantedSession{granted: 20 * time.Second}, 15 * time.Second * 3 / 4},
+		{"grant not known yet", grantedSession{}, 15 * time.Second * 3 / 4},
+		{"a lease ends sooner", leaseSession{until: sent.Add(2 * time.Second)}, 2 * time.Second},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := holdUntil(sent, 15*time.Second, c.sess).Sub(sent); got != c.want {
+				t.Fatalf("held for %v, want %v", got, c.want)
+			}
+		})
+	}
+}

@@ -142,7 +142,8 @@ func labelsMatch(m *dto.Metric, service, route, method string) bool {
 type Scaler struct {
 	// Pool is resized.
 	Pool Pool
-	// Reads is the local db-read counter. It also tells when the first read happened.
+	// Reads is the db-read counter: this node's (RegistryReads), or every node's of a
+	// cluster (ClusterReads). It also tells when the first read happened.
 	Reads ReadCounter
 	// Registry receives the scaler's metrics (and, from NewScaler, the pool's); nil: none.
 	Registry prometheus.Registerer
@@ -185,11 +186,17 @@ type Scaler struct {
 }
 
 // NewScaler returns a scaler for o, which must be open: it counts the reads of o's HTTP API
-// from o's registry, resizes o's slave pool, and exports its metrics on o's registry (the
-// pool's own — workers by role, applied sequence and lag, sync-log head — come from o).
+// from o's registry (in a cluster, the reads every node served: ClusterReads), resizes o's
+// slave pool, and exports its metrics on o's registry (the pool's own — workers by role,
+// applied sequence and lag, sync-log head — come from o).
 func NewScaler(o *Orchestrator) *Scaler {
+	var reads ReadCounter = RegistryReads{Gatherer: o.Registry}
+	if o.NodeRegistry != nil {
+		reads = &ClusterReads{Self: o.Name, Registry: o.NodeRegistry,
+			Own: func() float64 { return float64(o.served[servedReads].Load()) }}
+	}
 	return &Scaler{
-		Pool: o, Reads: RegistryReads{Gatherer: o.Registry}, Registry: o.Registry,
+		Pool: o, Reads: reads, Registry: o.Registry,
 		Interval: 2 * time.Minute, Min: 1, Max: AutoMax, Step: DefaultStep, Slaves: o.Slaves,
 		QueryTimeout: 5 * time.Second, Logger: slog.Default(),
 	}
@@ -335,7 +342,7 @@ func (s *Scaler) Run(ctx context.Context) error {
 		}
 		if sp, ok := s.Pool.(Supervisor); ok && !sp.Supervising() {
 			// Another node supervises and resizes the pool; this one's reads count there
-			// through Prometheus.
+			// through its announcements (ClusterReads) or Prometheus.
 			s.log.Debug("no decision: this node does not supervise")
 			continue
 		}

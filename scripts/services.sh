@@ -2,7 +2,9 @@
 # services.sh — install (Debian packages) and run the services the tests need:
 #   ZooKeeper on 127.0.0.1:2181 (own config: tickTime 500, so 1 s sessions are possible)
 #   RabbitMQ  on 127.0.0.1:5672 (guest/guest)
-# and installs Chromium (Debian's chromium), which the console's browser tests drive headless.
+# and installs Chromium (Debian's chromium), which the console's browser tests drive headless,
+# and Debian's nats-server (2.9.10 on bookworm), the oldest server `--nats` is tested against:
+# the tests start their own processes of it (its system service is not run).
 #
 # Usage (as root):
 #   scripts/services.sh [start]     install what is missing, start what does not answer, wait
@@ -25,7 +27,7 @@ ZK_JARS=/usr/share/java/zookeeper.jar
 RABBIT_HOST=127.0.0.1
 RABBIT_PORT=5672
 WAIT=${RIDESHARE_SERVICES_WAIT:-90}
-PACKAGES=(zookeeper rabbitmq-server chromium)
+PACKAGES=(zookeeper rabbitmq-server chromium nats-server)
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() {
@@ -91,6 +93,11 @@ install_packages() {
 	fi
 	command -v java >/dev/null || die "java not found after installing zookeeper"
 	command -v chromium >/dev/null || die "chromium not found after installing it"
+	[[ -x /usr/sbin/nats-server ]] || die "/usr/sbin/nats-server not found after installing nats-server"
+	# The package enables a system service on port 4222; the tests run their own servers.
+	if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+		systemctl disable --now nats-server >/dev/null 2>&1 || true
+	fi
 }
 
 # ---------------------------------------------------------------- ZooKeeper

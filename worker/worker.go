@@ -33,6 +33,9 @@ type Log interface {
 	// past it (another master appended).
 	Append(ctx context.Context, expectLast uint64, data []byte) (uint64, error)
 	Last(ctx context.Context) (uint64, error)
+	// Confirmed is Last as the log's leader knows it while it still leads (synclog.Log.Confirmed):
+	// what a refusal is checked against.
+	Confirmed(ctx context.Context) (uint64, error)
 	Read(ctx context.Context, from, to uint64, batch int, fn func([]synclog.Msg) error) error
 }
 
@@ -576,7 +579,7 @@ func (w *Worker) confirmRefusals(ctx context.Context, outs []store.Outcome, befo
 	case seq > before:
 		return nil // appended after expecting `before` last: the state was the log's
 	}
-	last, err := w.Log.Last(ctx)
+	last, err := w.Log.Confirmed(ctx)
 	switch {
 	case err != nil:
 		return fmt.Errorf("read the log's last sequence: %w", err)

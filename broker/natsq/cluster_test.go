@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rideshare/rideshare/broker/natsq"
+	"github.com/rideshare/rideshare/broker/synclog"
 )
 
 // freeAddrs returns n loopback addresses nothing listens on (yet).
@@ -136,5 +137,123 @@ func TestClusterNeedsAToken(t *testing.T) {
 	if err := s.Open(); err == nil || !strings.Contains(err.Error(), "token") {
 		s.Close()
 		t.Fatalf("Open without a token: %v, want an error about the token", err)
+	}
+}
+
+// A connection that loses its server and reconnects to another says so, and a broker on any
+// server of the cluster hears it: its callers send again what was in flight through the lost
+// server instead of waiting out their attempt.
+func TestReconnectionIsAnnouncedAcrossTheCluster(t *testing.T) {
+	srvs := cluster(t, 2, "secret-token")
+	nc, err := srvs[0].Connect("orchestrator", testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	b := natsq.FromConn(nc, testLogger())
+	lost := b.Reconnects()
+	// A worker on the second server, which knows the first as the one to go to next.
+	w, err := natsq.Connect(srvs[1].ClientURL()+","+srvs[0].ClientURL(), "worker-1", nil, testLogger(),
+		nats.Token("secret-token"), nats.DontRandomize())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	select {
+	case <-lost:
+		t.Fatal("a reconnection announced before any connection lost its server")
+	default:
+	}
+	srvs[1].Close()
+	select {
+	case <-lost:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the worker's reconnection was not announced")
+	}
+	if got := w.ConnectedUrl(); got != srvs[0].ClientURL() {
+		t.Fatalf("worker connected to %s, want %s", got, srvs[0].ClientURL())
+	}
+	// The next reconnection gets a channel of its own.
+	select {
+	case <-b.Reconnects():
+		t.Fatal("the next channel is closed already")
+	default:
+	}
+}
+
+// A stream leader cut off from its followers goes on answering for the log as its leader
+// until its lost-quorum check steps it down, 10 to 20 s later, while the followers may have
+// elected another leader after 4 to 9 s. synclog.Log.Confirmed stops taking its answer once it
+// has heard from no follower for the lease, while it still calls itself leader.
+func TestConfirmedRefusesALeaderThatLostItsFollowers(t *testing.T) {
+	srvs := cluster(t, 3, "secret-token")
+	nc, err := srvs[0].Connect("test", testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var l *synclog.Log
+	for {
+		try, cancelTry := context.WithTimeout(ctx, 2*time.Second)
+		l, err = synclog.Ensure(try, nc, 3)
+		cancelTry()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("create the log on three replicas: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the cluster's formation: no event to wait on
+	}
+	if _, err := l.Append(ctx, 0, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	leader := func() string {
+		s, err := js.Stream(ctx, synclog.Stream)
+		if err != nil {
+			return ""
+		}
+		info, err := s.Info(ctx)
+		if err != nil || info.Cluster == nil {
+			return ""
+		}
+		return info.Cluster.Leader
+	}
+	// Move the log's leadership to the first server, whose followers are then stopped.
+	for leader() != srvs[0].ServerName() {
+		if ctx.Err() != nil {
+			t.Fatal("the log's leadership did not move to the first server")
+		}
+		req := fmt.Sprintf(`{"placement":{"preferred":%q}}`, srvs[0].ServerName())
+		_, _ = nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+synclog.Stream, []byte(req))
+		time.Sleep(200 * time.Millisecond) // a step-down's election: polled, no event here
+	}
+	if seq, err := l.Confirmed(ctx); err != nil || seq != 1 {
+		t.Fatalf("Confirmed with every server up: %d, %v; want 1", seq, err)
+	}
+	srvs[1].Close()
+	srvs[2].Close()
+	cut := time.Now()
+	for {
+		// Confirmed asks again until its context ends: each look gets half a second.
+		try, cancelTry := context.WithTimeout(ctx, 500*time.Millisecond)
+		_, err := l.Confirmed(try)
+		cancelTry()
+		if errors.Is(err, synclog.ErrUnconfirmed) {
+			break
+		}
+		if time.Since(cut) > 10*time.Second {
+			t.Fatalf("Confirmed still answers 10 s after the followers stopped: %v", err)
+		}
+	}
+	t.Logf("Confirmed refused %v after the followers stopped", time.Since(cut).Round(time.Millisecond))
+	if got := leader(); got != srvs[0].ServerName() {
+		t.Fatalf("the first server no longer calls itself leader (%q): the refusal shows nothing", got)
+	}
+	if seq, err := l.Last(ctx); err != nil || seq != 1 {
+		t.Fatalf("Last, which takes the answer as it comes: %d, %v; want 1", seq, err)
 	}
 }

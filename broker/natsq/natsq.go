@@ -33,7 +33,19 @@ type Broker struct {
 
 	poisonOnce sync.Once
 	poison     *prometheus.CounterVec
+
+	reconnectOnce sync.Once
+	reconnectMu   sync.Mutex
+	reconnected   chan struct{} // closed at the next announced reconnection; nil: not watched
 }
+
+// ReconnectedSubject is where a connection made by Connect says, once it has reconnected,
+// that it lost its server. Whatever was in flight through that server is gone: requests to
+// the workers connected to it, their answers, their appends to the log. A caller waiting for
+// an answer sends its request again at once (Reconnects) rather than at the end of its
+// attempt: with three nodes, the workers are connected to one node's server, and killing that
+// node made every write wait out the orchestrator's 2 s attempt.
+const ReconnectedSubject = "rideshare.reconnected"
 
 var _ broker.Broker = (*Broker)(nil)
 
@@ -69,7 +81,12 @@ func Connect(url, name string, inProcess nats.InProcessConnProvider, logger *slo
 				logger.Warn("nats disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(*nats.Conn) { logger.Info("nats reconnected") }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			logger.Info("nats reconnected", "server", nc.ConnectedServerName())
+			if err := nc.Publish(ReconnectedSubject, []byte(name)); err != nil {
+				logger.Warn("announce reconnection", "err", err)
+			}
+		}),
 	}
 	if inProcess != nil {
 		opts = append(opts, nats.InProcessServer(inProcess))
@@ -81,6 +98,30 @@ func Connect(url, name string, inProcess nats.InProcessConnProvider, logger *slo
 	return nc, nil
 }
 
+// Reconnects returns a channel closed when a connection next announces on ReconnectedSubject
+// that it reconnected (this broker's own included). If the broker cannot watch for that, the
+// channel is never closed.
+func (b *Broker) Reconnects() <-chan struct{} {
+	b.reconnectOnce.Do(func() {
+		b.reconnectMu.Lock()
+		defer b.reconnectMu.Unlock()
+		if _, err := b.nc.Subscribe(ReconnectedSubject, func(m *nats.Msg) {
+			b.reconnectMu.Lock()
+			defer b.reconnectMu.Unlock()
+			close(b.reconnected)
+			b.reconnected = make(chan struct{})
+		}); err != nil {
+			b.Logger.Warn("watch reconnections", "err", err)
+			return
+		}
+		_ = b.nc.Flush() // the server knows of the watch before the first caller relies on it
+		b.reconnected = make(chan struct{})
+	})
+	b.reconnectMu.Lock()
+	defer b.reconnectMu.Unlock()
+	return b.reconnected // nil if not watched: never closed
+}
+
 // Call sends a request and waits for its answer.
 func (b *Broker) Call(ctx context.Context, queue string, body []byte) ([]byte, error) {
 	msg, err := b.nc.RequestWithContext(ctx, queue, body)
@@ -89,7 +130,7 @@ func (b *Broker) Call(ctx context.Context, queue string, body []byte) ([]byte, e
 		return msg.Data, nil
 	case errors.Is(err, nats.ErrNoResponders):
 		return nil, fmt.Errorf("%s: %w", queue, broker.ErrNoConsumer)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.Is(err, nats.ErrTimeout):
 		return nil, fmt.Errorf("%s: %w", queue, broker.ErrTimeout)
 	}
 	return nil, fmt.Errorf("%s: %w", queue, err)

@@ -155,8 +155,12 @@ func (l *Log) Append(ctx context.Context, expectLast uint64, data []byte) (uint6
 }
 
 // AppendAttempt bounds one attempt of Append: far above an append's usual milliseconds, and
-// short against a leader election.
-const AppendAttempt = time.Second
+// short against a leader election. It is short also because the master's connection may lose
+// its server with an append or its answer in flight (a node killed; its server is not the
+// log's leader): a master appends one group at a time, so a repeat costs one message, and the
+// writes of the group wait for it. At 1 s, killing the node whose server the workers used made
+// writes wait more than 1 s.
+const AppendAttempt = 250 * time.Millisecond
 
 // appendRetryWait is the pause between two attempts of Append.
 const appendRetryWait = 100 * time.Millisecond
@@ -181,6 +185,94 @@ func (l *Log) Last(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("sync log info: %w", err)
 	}
 	return info.State.LastSeq, nil
+}
+
+// LeaderLease is how recently the log's leader must have heard from a majority of the
+// stream's servers for Confirmed to take its answer. NATS's Raft hard-codes what makes this
+// safe: followers elect another leader only after 4 s at least without hearing from this one
+// (its minimum election timeout). A leader that heard from a majority less than 2 s ago cannot
+// have been replaced yet, unless a follower voted for another candidate in between (that
+// takes a partition one way but not the other, and a log idle for 4 s: docs/DESIGN.md). An
+// idle leader sends a heartbeat every second, or every two just after an append, which
+// followers answer: the lease runs out only for a leader that stopped hearing from them.
+const LeaderLease = 2 * time.Second
+
+// ErrUnconfirmed means the server that answered for the log could not show that it leads it:
+// its answer may be older than what a majority has acknowledged.
+var ErrUnconfirmed = errors.New("sync log: the answer does not come from a leader in touch with a majority")
+
+// Head is the log's last sequence and the server that leads it.
+type Head struct {
+	Seq    uint64
+	Leader string // "" outside a cluster
+}
+
+// Confirmed is the log's last sequence as its leader knows it while it leads: every entry
+// acknowledged before the call is at or below it (ConfirmedHead).
+func (l *Log) Confirmed(ctx context.Context) (uint64, error) {
+	h, err := l.ConfirmedHead(ctx)
+	return h.Seq, err
+}
+
+// ConfirmedHead is the log's head as its leader knows it while it leads. Last alone is not:
+// JetStream answers a stream info request from the answering server's own copy, and a leader
+// cut off from the others answers as leader until it steps down, 10 to 20 s after the cut,
+// while the others may have elected a leader and acknowledged entries after 4 to 9 s. So the
+// answer counts only if it comes from the leader itself (no follower or leaderless member
+// answered) and a majority of the stream's servers, the leader counted, answered it within
+// LeaderLease. Until one does, it asks again every 100 ms; when ctx ends it returns
+// ErrUnconfirmed. A stream outside a cluster has one copy and is always current.
+func (l *Log) ConfirmedHead(ctx context.Context) (Head, error) {
+	for {
+		info, err := l.stream.Info(ctx)
+		if err != nil {
+			return Head{}, fmt.Errorf("sync log info: %w", err)
+		}
+		err = leads(info.Cluster, LeaderLease)
+		if err == nil {
+			h := Head{Seq: info.State.LastSeq}
+			if info.Cluster != nil {
+				h.Leader = info.Cluster.Leader
+			}
+			return h, nil
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Head{}, err
+		case <-t.C:
+		}
+	}
+}
+
+// leads checks that ci, the stream's cluster as the answering server sees it, shows that
+// server leading and in touch with a majority within lease.
+func leads(ci *jetstream.ClusterInfo, lease time.Duration) error {
+	if ci == nil {
+		return nil
+	}
+	if ci.Leader == "" {
+		return fmt.Errorf("%w: the stream has no leader", ErrUnconfirmed)
+	}
+	heard := 1 // the leader itself
+	for _, r := range ci.Replicas {
+		if r == nil {
+			continue
+		}
+		// The leader lists the others; anyone else lists the leader among them.
+		if r.Name == ci.Leader {
+			return fmt.Errorf("%w: answered by a follower of %s", ErrUnconfirmed, ci.Leader)
+		}
+		// Active 0 is a peer this leader has never heard from.
+		if r.Active > 0 && r.Active < lease {
+			heard++
+		}
+	}
+	if servers := len(ci.Replicas) + 1; heard < servers/2+1 {
+		return fmt.Errorf("%w: leader %s heard from %d of %d servers within %v", ErrUnconfirmed, ci.Leader, heard, servers, lease)
+	}
+	return nil
 }
 
 // State is the log's head and size.
@@ -308,12 +400,14 @@ func (l *Log) Read(ctx context.Context, from, to uint64, batch int, fn func([]Ms
 	// one still on the server (TestReadLeavesNoConsumer, seen in CI). Nothing is acknowledged
 	// (AckNone) and the consumer lives in memory on one replica: it is a cursor, not state.
 	cons, err := l.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubjects: []string{Subject},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    from,
-		AckPolicy:      jetstream.AckNonePolicy,
-		MemoryStorage:  true,
-		Replicas:       1,
+		// filter_subject, not filter_subjects: a server older than 2.10 (Debian's 2.9.10)
+		// ignores the list and makes an unfiltered consumer, which nats.go then refuses.
+		FilterSubject: Subject,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   from,
+		AckPolicy:     jetstream.AckNonePolicy,
+		MemoryStorage: true,
+		Replicas:      1,
 		// A reader that dies leaves its consumer behind: the server drops it after this long.
 		InactiveThreshold: ConsumerIdle,
 	})

@@ -34,6 +34,11 @@ type Client struct {
 	Timeout time.Duration
 	// HTTP sends the requests. Its own Timeout bounds one attempt on one node.
 	HTTP *http.Client
+	// AttemptTimeout, if set, bounds one attempt on one node more tightly than HTTP's
+	// Timeout: a node that takes the connection and never answers (its process stopped, its
+	// machine frozen: the kernel still accepts connections) must not hold the call for its
+	// whole timeout while another node could answer. New sets it with several nodes.
+	AttemptTimeout time.Duration
 
 	// next is the index in URLs of the node to try first: the last one that answered.
 	next atomic.Uint64
@@ -43,15 +48,33 @@ type Client struct {
 // before there were several nodes.
 const DefaultTimeout = 30 * time.Second
 
+// DefaultAttemptTimeout is New's AttemptTimeout with several nodes: above the longest a live
+// node takes to answer, 200 or 503 (its 10 s write and read timeouts, and the 2 s a strong
+// read may wait for the log's head), so that only a node that cannot answer at all is left.
+// A write repeated on the next node keeps its request id.
+const DefaultAttemptTimeout = 15 * time.Second
+
 // New returns a client of the orchestrator at baseURL, or of the nodes at a comma-separated
 // list of base URLs ("http://a:8083,http://b:8083"), with sensible timeouts.
 func New(baseURL, token string) *Client {
-	return &Client{
+	c := &Client{
 		URLs:    splitURLs(baseURL),
 		Token:   token,
 		Timeout: DefaultTimeout,
 		HTTP:    &http.Client{Timeout: DefaultTimeout, Transport: transport()},
 	}
+	if len(c.URLs) > 1 {
+		c.AttemptTimeout = DefaultAttemptTimeout
+	}
+	return c
+}
+
+// attempt bounds one attempt on one node by AttemptTimeout, if set.
+func (c *Client) attempt(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.AttemptTimeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.AttemptTimeout)
 }
 
 // splitURLs splits a comma-separated list of base URLs, dropping blanks and trailing slashes.
@@ -161,7 +184,9 @@ func (c *Client) post(ctx context.Context, path string, body any, decode func(pa
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
 	return c.failover(ctx, resend, func(base string) (outcome, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(data))
+		actx, cancel := c.attempt(ctx)
+		defer cancel()
+		req, err := http.NewRequestWithContext(actx, http.MethodPost, base+path, bytes.NewReader(data))
 		if err != nil {
 			return answered, err
 		}
@@ -230,7 +255,9 @@ func (c *Client) Ping(ctx context.Context) error {
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
 	return c.failover(ctx, true, func(base string) (outcome, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+		actx, cancel := c.attempt(ctx)
+		defer cancel()
+		req, err := http.NewRequestWithContext(actx, http.MethodGet, base+"/readyz", nil)
 		if err != nil {
 			return answered, err
 		}

@@ -26,6 +26,7 @@ type node struct {
 	mu       sync.Mutex
 	status   int  // 0: 200
 	hangUp   bool // close the connection without answering
+	stall    bool // never answer (a stopped process whose kernel took the connection)
 	requests []string
 	ids      []string // request_id of each write
 }
@@ -47,8 +48,12 @@ func (n *node) serve(w http.ResponseWriter, r *http.Request) {
 		_ = json.Unmarshal(body, &wr)
 		n.ids = append(n.ids, wr.RequestID)
 	}
-	status, hangUp := n.status, n.hangUp
+	status, hangUp, stall := n.status, n.hangUp, n.stall
 	n.mu.Unlock()
+	if stall {
+		<-r.Context().Done() // until the client gives up
+		return
+	}
 	if hangUp {
 		conn, _, err := w.(http.Hijacker).Hijack()
 		if err == nil {
@@ -408,5 +413,33 @@ func TestConcurrentFailover(t *testing.T) {
 	}
 	if ids := good.requestIDs(); len(ids) != 40 {
 		t.Errorf("the good node got %d writes, want 40", len(ids))
+	}
+}
+
+// A node that takes the connection and never answers (SIGSTOP: its kernel still accepts) holds
+// one attempt for AttemptTimeout, not the call's whole timeout: the write goes on, with its
+// request id, to the next node, and the calls after it go there first.
+func TestFailoverPassesANodeThatNeverAnswers(t *testing.T) {
+	stalled, good := mustNode(t, 0), mustNode(t, 0)
+	stalled.stall = true
+	c := New(stalled.srv.URL+","+good.srv.URL, "")
+	if c.AttemptTimeout != DefaultAttemptTimeout {
+		t.Fatalf("AttemptTimeout %v with two nodes, want %v", c.AttemptTimeout, DefaultAttemptTimeout)
+	}
+	c.AttemptTimeout = 200 * time.Millisecond // the call's own timeout stays 30 s
+	if _, err := c.Write(testContext(t), rideshare.Write{Table: "users", Insert: map[string]any{"username": "bob"}}); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := stalled.requestIDs(), good.requestIDs(); len(a) != 1 || len(b) != 1 || a[0] != b[0] {
+		t.Errorf("request ids: stalled node %q, good %q; want the same id on both", a, b)
+	}
+	if _, err := c.Read(testContext(t), rideshare.Read{Table: "users"}); err != nil {
+		t.Fatal(err)
+	}
+	if stalled.count() != 1 || good.count() != 2 {
+		t.Errorf("stalled node got %d requests, good %d; want 1 and 2", stalled.count(), good.count())
+	}
+	if one := New(good.srv.URL, ""); one.AttemptTimeout != 0 {
+		t.Errorf("AttemptTimeout %v with one node, want none (no other node to try)", one.AttemptTimeout)
 	}
 }

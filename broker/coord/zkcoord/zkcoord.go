@@ -226,6 +226,11 @@ func (z *ZK) onEvent(ev zk.Event) {
 	z.mu.Unlock()
 }
 
+// Granted is the session timeout the server granted (it clamps the one asked for to
+// [2, 20] × its tickTime), or 0 until known. A holder of a lock counts with the shorter of the
+// two (orchestrator.GrantedTimeout).
+func (z *ZK) Granted() time.Duration { return time.Duration(z.granted.Load()) }
+
 // lostAfterDuration is LostAfter, or the granted session timeout, or the requested one.
 func (z *ZK) lostAfterDuration() time.Duration {
 	if z.LostAfter > 0 {

@@ -143,6 +143,10 @@ func TestLostWaitsForTheGrantedTimeout(t *testing.T) {
 	if got := z.lostAfterDuration(); got != granted {
 		t.Errorf("Lost after %v of disconnection, want the granted %v", got, granted)
 	}
+	// A lock holder counts with what was granted, not what was asked (orchestrator.holdUntil).
+	if got := z.Granted(); got != granted {
+		t.Errorf("Granted() = %v, want %v", got, granted)
+	}
 }
 
 func TestLayout(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 type Log interface {
 	Append(ctx context.Context, expectLast uint64, data []byte) (uint64, error)
 	Last(ctx context.Context) (uint64, error)
+	Confirmed(ctx context.Context) (uint64, error)
 	Get(ctx context.Context, seq uint64) (synclog.Msg, error)
 	State(ctx context.Context) (synclog.State, error)
 	Read(ctx context.Context, from, to uint64, batch int, fn func([]synclog.Msg) error) error
@@ -53,6 +54,10 @@ func appendNumbers(t *testing.T, l Log) {
 	}
 	if last, err := l.Last(t.Context()); err != nil || last != 5 {
 		t.Fatalf("Last = %d, %v; want 5", last, err)
+	}
+	// One server (or one process) holds the only copy: it always leads it.
+	if last, err := l.Confirmed(t.Context()); err != nil || last != 5 {
+		t.Fatalf("Confirmed = %d, %v; want 5", last, err)
 	}
 }
 

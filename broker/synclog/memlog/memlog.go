@@ -69,6 +69,9 @@ func (l *Log) Last(ctx context.Context) (uint64, error) {
 	return uint64(len(l.entries)), nil
 }
 
+// Confirmed is Last: one process holds the only copy.
+func (l *Log) Confirmed(ctx context.Context) (uint64, error) { return l.Last(ctx) }
+
 // State is the log's head and size; an in-memory log keeps no consumers.
 func (l *Log) State(ctx context.Context) (synclog.State, error) {
 	l.mu.Lock()

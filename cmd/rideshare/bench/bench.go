@@ -24,6 +24,7 @@ import (
 // benchConfig is everything `rideshare bench` can be told.
 type benchConfig struct {
 	gateway, orchestrator string
+	orchestrators         []string // --orchestrator split at commas
 	usersURL, ridesURL    string
 	adminToken            string
 	mode                  string
@@ -62,7 +63,7 @@ func (c *benchConfig) flags() *flag.FlagSet {
 		"  --mode baseline   only the baseline: a minimal HTTP server answering the list-rides query\n"+
 		"                    straight from one SQLite file, loaded like list-rides")
 	fs.StringVar(&c.gateway, "gateway", "http://127.0.0.1:8080", "gateway (load balancer) URL")
-	fs.StringVar(&c.orchestrator, "orchestrator", "http://127.0.0.1:8083", "orchestrator (database API) URL")
+	fs.StringVar(&c.orchestrator, "orchestrator", "http://127.0.0.1:8083", "orchestrator (database API) URL; with several nodes, their URLs comma-separated: the bench's own calls (counts, crashes) go to the first that answers, so a node killed mid-run does not stop them")
 	fs.StringVar(&c.usersURL, "users", "", "users service URL; if set, its _count before and after a load run is reported")
 	fs.StringVar(&c.ridesURL, "rides", "", "rides service URL; if set, its _count before and after a load run is reported")
 	fs.StringVar(&c.adminToken, "admin-token", "", "sent as 'Authorization: Bearer <token>' to the orchestrator")
@@ -123,7 +124,15 @@ func Main(ctx context.Context, args []string) error {
 		return errors.New("--batch must be between 1 and 1000")
 	}
 	cfg.gateway = strings.TrimRight(cfg.gateway, "/")
-	cfg.orchestrator = strings.TrimRight(cfg.orchestrator, "/")
+	for _, u := range strings.Split(cfg.orchestrator, ",") {
+		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+			cfg.orchestrators = append(cfg.orchestrators, u)
+		}
+	}
+	if len(cfg.orchestrators) == 0 {
+		return errors.New("--orchestrator must name at least one URL")
+	}
+	cfg.orchestrator = cfg.orchestrators[0]
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
 	if cfg.cpuProfile != "" {
@@ -225,9 +234,24 @@ func (b *bencher) do(ctx context.Context, method, url string, body any, token bo
 	return resp.StatusCode, out, resp.Header, nil
 }
 
-// orch calls the orchestrator's API and decodes a 200 answer into out.
+// orch calls the orchestrator's API and decodes a 200 answer into out. With several nodes
+// it takes the first that answers other than 503.
 func (b *bencher) orch(ctx context.Context, method, path string, body, out any) error {
-	status, data, _, err := b.do(ctx, method, b.cfg.orchestrator+path, body, true)
+	var (
+		status int
+		data   []byte
+		err    error
+	)
+	nodes := b.cfg.orchestrators
+	if len(nodes) == 0 {
+		nodes = []string{b.cfg.orchestrator}
+	}
+	for _, node := range nodes {
+		status, data, _, err = b.do(ctx, method, node+path, body, true)
+		if err == nil && status != http.StatusServiceUnavailable {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}

@@ -119,6 +119,13 @@ func loadRide(ts int64) rideshare.Write {
 	return rideshare.Write{Table: "rides", Insert: map[string]any{"created_by": "load", "timestamp": "01-01-2031:00-00-00", "ts": ts, "source": 1, "destination": 2}}
 }
 
+// lastAcked is the ts of the newest acknowledged write.
+func (l *writeLoad) lastAcked() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Max(l.acked)
+}
+
 func (l *writeLoad) ackedCount() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

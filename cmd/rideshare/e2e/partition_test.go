@@ -1,14 +1,17 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/rideshare/rideshare"
 	"github.com/rideshare/rideshare/cmd/rideshare/system"
 	"github.com/rideshare/rideshare/orchestrator"
 )
@@ -52,6 +55,19 @@ func TestClusterNodeCutOff(t *testing.T) {
 		}
 	}
 	t.Logf("writes sent to the cut-off node: %v", answers)
+
+	// Strong reads through the cut-off node of writes the other two acknowledged since the
+	// cut: each is refused (its node cannot confirm the log's head with a majority) or sees
+	// the write, never misses it. Its slaves, cut off with it, hold none of them.
+	for k := range 3 {
+		ts := load.lastAcked()
+		code, rows := strongRead(t, cut, ts)
+		t.Logf("strong read %d through %s of ride ts=%d (acknowledged by the others): status %d, %d rows", k+1, cut.Name, ts, code, rows)
+		if code == http.StatusOK && rows != 1 {
+			t.Errorf("the cut-off node answered a strong read without a write acknowledged before it (ts=%d): %d rows", ts, rows)
+		}
+		load.waitAcks(t, 5, time.Minute)
+	}
 
 	nn.heal(t, i)
 	healed := time.Now()
@@ -151,4 +167,30 @@ func supervisingAmong(t *testing.T, nodes []*system.Node, timeout time.Duration)
 func viewFrom(node *system.Node) ([]orchestrator.NodeStatus, error) {
 	var view []orchestrator.NodeStatus
 	return view, getFrom(node, "/api/v1/cluster", &view)
+}
+
+// strongRead reads the load's ride with ts through node, as a strong read, and returns the
+// answer's status and, for a 200, how many rows it held. It logs why a read was refused.
+func strongRead(t *testing.T, node *system.Node, ts int64) (int, int) {
+	t.Helper()
+	q := rideshare.Read{Table: "rides", Columns: []string{"ride_id"}, Where: rideshare.Where{"ts": ts}}
+	b, _ := json.Marshal(q)
+	hc := &http.Client{Timeout: time.Minute}
+	resp, err := hc.Post(node.URL+"/api/v1/db/read", "application/json", bytesReader(b))
+	if err != nil {
+		t.Fatalf("read through %s: %v", node.Name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		why, _ := io.ReadAll(resp.Body)
+		t.Logf("strong read through %s: %d %s", node.Name, resp.StatusCode, bytes.TrimSpace(why))
+		return resp.StatusCode, 0
+	}
+	var out struct {
+		Rows []json.RawMessage `json:"rows"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("read through %s: %v", node.Name, err)
+	}
+	return resp.StatusCode, len(out.Rows)
 }

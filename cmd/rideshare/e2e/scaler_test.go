@@ -103,6 +103,12 @@ func decisions(tb testing.TB, st *stack) float64 {
 // answered.
 func dbReads(tb testing.TB, st *stack, n, concurrency int) {
 	tb.Helper()
+	dbReadsAt(tb, st.OrchestratorURL, n, concurrency)
+}
+
+// dbReadsAt is dbReads through the orchestrator (node) at base.
+func dbReadsAt(tb testing.TB, base string, n, concurrency int) {
+	tb.Helper()
 	body, err := json.Marshal(rideshare.Read{Table: "users", Count: true})
 	if err != nil {
 		tb.Fatal(err)
@@ -117,7 +123,7 @@ func dbReads(tb testing.TB, st *stack, n, concurrency int) {
 	for range concurrency {
 		wg.Go(func() {
 			for range jobs {
-				resp, err := http.Post(st.OrchestratorURL+"/api/v1/db/read", "application/json", bytes.NewReader(body))
+				resp, err := http.Post(base+"/api/v1/db/read", "application/json", bytes.NewReader(body))
 				if err != nil {
 					errs <- err
 					continue

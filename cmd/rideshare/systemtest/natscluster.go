@@ -29,14 +29,26 @@ type NATSCluster struct {
 	bin   string
 }
 
-// natsServerBin is $RIDESHARE_NATS_SERVER, else nats-server built from the module the
-// project embeds (github.com/nats-io/nats-server/v2 in go.mod), so that the cluster runs the
-// same server version as `rideshare up`. Debian's package (2.9.10) is older: against it a
-// cluster sometimes stayed unusable for minutes after its stream leader was killed (ordered
-// consumers refused with "JetStream system temporarily unavailable"); docs/DESIGN.md.
+// natsServerBin is the nats-server the cluster runs: $RIDESHARE_NATS_SERVER, else Debian's
+// package (nats-server on PATH, else /usr/sbin/nats-server; scripts/services.sh installs it:
+// 2.9.10 on bookworm, the oldest server `--nats` is tested against), else nats-server built
+// from the module the project embeds (github.com/nats-io/nats-server/v2 in go.mod, the
+// server `rideshare up` runs). With RIDESHARE_REQUIRE_NATS_SERVER set (`make test`) a missing
+// Debian package is an error, not a reason to build. A 2.9 server ignores what came later (a
+// consumer's filter_subjects: the log's catch-up reads through a consumer were all refused,
+// and workers that replaced lost ones never got ready); docs/DESIGN.md.
 func natsServerBin(t *testing.T) (string, error) {
 	if b := os.Getenv("RIDESHARE_NATS_SERVER"); b != "" {
 		return b, nil
+	}
+	if b, err := exec.LookPath("nats-server"); err == nil {
+		return b, nil
+	}
+	if _, err := os.Stat(debianNATSServer); err == nil {
+		return debianNATSServer, nil
+	}
+	if os.Getenv("RIDESHARE_REQUIRE_NATS_SERVER") != "" {
+		return "", fmt.Errorf("RIDESHARE_REQUIRE_NATS_SERVER is set and no nats-server is installed (scripts/services.sh installs Debian's)")
 	}
 	bin := filepath.Join(t.TempDir(), "nats-server")
 	cmd := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2")
@@ -47,6 +59,9 @@ func natsServerBin(t *testing.T) (string, error) {
 	}
 	return bin, nil
 }
+
+// debianNATSServer is where Debian's nats-server package installs the server.
+const debianNATSServer = "/usr/sbin/nats-server"
 
 type natsNode struct {
 	name, conf string
