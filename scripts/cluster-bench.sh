@@ -6,6 +6,8 @@
 #   bash scripts/cluster-bench.sh rate create-ride|list-rides [up flags...]
 #   bash scripts/cluster-bench.sh kill supervisor|log-leader|other [up flags...]
 #
+# kill supervisor takes the supervising node that does not lead the sync log (exit 2 if the
+# one node does both), other a node that does neither.
 # RIDESHARE_NODES=1 runs the rate on one node instead (the single-node figure beside it).
 # Ports 18080-18085 on 127.0.0.1 must be free. Needs bin/rideshare (make build), curl and jq.
 # RIDESHARE_UP_BIN runs the stack from another build (an older commit's, to compare); the load
@@ -43,11 +45,15 @@ kill)
 	sleep 10 # the kill comes 10 s into the run, by design
 	v=$(view http://127.0.0.1:18083 || view http://127.0.0.1:18084)
 	case $what in
-	supervisor) sel='map(select(.supervisor)) | .[0]' ;;
+	supervisor) sel='map(select(.supervisor and (.log_leader | not))) | .[0]' ;;
 	log-leader) sel='map(select(.log_leader)) | .[0]' ;;
 	other) sel='map(select((.supervisor or .log_leader) | not)) | .[0]' ;;
 	esac
 	victim=$(jq -c "$sel" <<<"$v")
+	if [[ $victim == null ]]; then
+		echo "no node is only the $what here (the supervisor leads the log): run again"
+		exit 2
+	fi
 	echo "cluster: $(jq -c 'map({name, supervisor, log_leader})' <<<"$v")"
 	echo "killing: $victim"
 	kill -KILL "$(jq -r .pid <<<"$victim")"

@@ -49,6 +49,25 @@ func cluster(t *testing.T, n int, token string) []*natsq.Server {
 	return out
 }
 
+// untilFormed calls try, bounded to 2 s a time, until it succeeds or ctx ends: the meta group
+// elects a leader once the routes are up, and until then JetStream answers "temporarily
+// unavailable".
+func untilFormed(t *testing.T, ctx context.Context, what string, try func(context.Context) error) {
+	t.Helper()
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := try(tctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the cluster's formation: no event to wait on
+	}
+}
+
 // Three embedded servers form one JetStream cluster: a stream created through one with three
 // replicas is stored on all three, and a message published through another is in it.
 func TestClusterKeepsAStreamOnThreeServers(t *testing.T) {
@@ -61,21 +80,11 @@ func TestClusterKeepsAStreamOnThreeServers(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	// The meta group elects a leader once the routes are up: until then JetStream answers
-	// "temporarily unavailable".
 	var st jetstream.Stream
-	for {
-		try, cancelTry := context.WithTimeout(ctx, 2*time.Second)
-		st, err = js.CreateStream(try, jetstream.StreamConfig{Name: "T", Subjects: []string{"t"}, Replicas: 3})
-		cancelTry()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("create R3 stream: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond) // polling the cluster's formation: no event to wait on
-	}
+	untilFormed(t, ctx, "create R3 stream", func(ctx context.Context) (err error) {
+		st, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t"}, Replicas: 3})
+		return err
+	})
 	nc2, err := nats.Connect(srvs[2].ClientURL(), nats.Token("secret-token"))
 	if err != nil {
 		t.Fatal(err)
@@ -195,18 +204,10 @@ func TestConfirmedRefusesALeaderThatLostItsFollowers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var l *synclog.Log
-	for {
-		try, cancelTry := context.WithTimeout(ctx, 2*time.Second)
-		l, err = synclog.Ensure(try, nc, 3)
-		cancelTry()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("create the log on three replicas: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond) // polling the cluster's formation: no event to wait on
-	}
+	untilFormed(t, ctx, "create the log on three replicas", func(ctx context.Context) (err error) {
+		l, err = synclog.Ensure(ctx, nc, 3)
+		return err
+	})
 	if _, err := l.Append(ctx, 0, []byte("one")); err != nil {
 		t.Fatal(err)
 	}
