@@ -49,6 +49,18 @@ func cluster(t *testing.T, n int, token string) []*natsq.Server {
 	return out
 }
 
+// clusterConn starts n servers (cluster) with a token and connects to the first as name.
+func clusterConn(t *testing.T, n int, name string) ([]*natsq.Server, *nats.Conn) {
+	t.Helper()
+	srvs := cluster(t, n, "secret-token")
+	nc, err := srvs[0].Connect(name, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return srvs, nc
+}
+
 // untilFormed calls try, bounded to 2 s a time, until it succeeds or ctx ends: the meta group
 // elects a leader once the routes are up, and until then JetStream answers "temporarily
 // unavailable".
@@ -71,12 +83,7 @@ func untilFormed(t *testing.T, ctx context.Context, what string, try func(contex
 // Three embedded servers form one JetStream cluster: a stream created through one with three
 // replicas is stored on all three, and a message published through another is in it.
 func TestClusterKeepsAStreamOnThreeServers(t *testing.T) {
-	srvs := cluster(t, 3, "secret-token")
-	nc, err := srvs[0].Connect("test", testLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	srvs, nc := clusterConn(t, 3, "test")
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -153,12 +160,7 @@ func TestClusterNeedsAToken(t *testing.T) {
 // server of the cluster hears it: its callers send again what was in flight through the lost
 // server instead of waiting out their attempt.
 func TestReconnectionIsAnnouncedAcrossTheCluster(t *testing.T) {
-	srvs := cluster(t, 2, "secret-token")
-	nc, err := srvs[0].Connect("orchestrator", testLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	srvs, nc := clusterConn(t, 2, "orchestrator")
 	b := natsq.FromConn(nc, testLogger())
 	lost := b.Reconnects()
 	// A worker on the second server, which knows the first as the one to go to next.
@@ -195,12 +197,7 @@ func TestReconnectionIsAnnouncedAcrossTheCluster(t *testing.T) {
 // elected another leader after 4 to 9 s. synclog.Log.Confirmed stops taking its answer once it
 // has heard from no follower for the lease, while it still calls itself leader.
 func TestConfirmedRefusesALeaderThatLostItsFollowers(t *testing.T) {
-	srvs := cluster(t, 3, "secret-token")
-	nc, err := srvs[0].Connect("test", testLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	srvs, nc := clusterConn(t, 3, "test")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var l *synclog.Log

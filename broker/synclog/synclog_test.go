@@ -12,17 +12,7 @@ import (
 
 func openLog(t *testing.T) *synclog.Log {
 	t.Helper()
-	srv := serve(t, t.TempDir(), -1)
-	nc, err := natsq.Connect(srv.ClientURL(), "test", nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	l, err := synclog.Open(context.Background(), nc, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
+	return openLogOn(t, serve(t, t.TempDir(), -1).ClientURL())
 }
 
 // serve runs an embedded server on dir and port (-1: any) until the test ends.
