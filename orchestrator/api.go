@@ -250,8 +250,8 @@ func (o *Orchestrator) call(ctx context.Context, queue string, body []byte, atte
 		if queue == broker.WriteQ {
 			changed = o.sup.masterChanged()
 		}
-		if r, ok := o.Broker.(reconnects); ok {
-			lost = r.Reconnects()
+		if o.lostServers != nil {
+			lost = o.lostServers.Reconnects()
 		}
 		if changed != nil || lost != nil {
 			go func() {

@@ -120,8 +120,12 @@ type Orchestrator struct {
 	role   role
 	index  readIndex
 	awake  *pauseWatch // this process's running, when the log's leader may be in it
-	cancel context.CancelFunc
-	group  *errgroup.Group
+	// lostServers tells when a connection lost its server, in a cluster (ReadIndex): there the
+	// workers may use another node's server. One node's workers use its own, which dies only
+	// with it, so a single node's calls need not watch (no goroutine per attempt).
+	lostServers reconnects
+	cancel      context.CancelFunc
+	group       *errgroup.Group
 }
 
 // New returns an orchestrator with default timeouts.
@@ -161,6 +165,9 @@ func (o *Orchestrator) Open(ctx context.Context) error {
 		// Confirmed, not Last: a look answered by a leader cut off from the others
 		// (or one that has no leader) may be older than what they acknowledged since.
 		o.index.last = o.Log.Confirmed
+		if r, ok := o.Broker.(reconnects); ok && o.ReadIndex {
+			o.lostServers = r
+		}
 		if o.ReadIndex && o.NATSServer != "" {
 			o.awake = newPauseWatch()
 			o.index.last = confirmedHere(o.Log.ConfirmedHead, o.NATSServer, o.awake)

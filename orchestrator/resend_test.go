@@ -36,7 +36,7 @@ func (b *lossyBroker) Reconnects() <-chan struct{} { return b.reconnected }
 // once, not at the end of its attempt: it may have been lost with that server.
 func TestCallSendsAgainWhenAConnectionLostItsServer(t *testing.T) {
 	b := &lossyBroker{calls: make(chan int, 2), reconnected: make(chan struct{})}
-	o := &Orchestrator{Broker: b, Logger: slog.New(slog.DiscardHandler), m: newOrchMetrics(prometheus.NewRegistry())}
+	o := &Orchestrator{Broker: b, lostServers: b, Logger: slog.New(slog.DiscardHandler), m: newOrchMetrics(prometheus.NewRegistry())}
 	done := make(chan error, 1)
 	go func() {
 		var reply struct{ Kind string }
